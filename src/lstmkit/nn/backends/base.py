@@ -1,0 +1,48 @@
+"""The seam between the layer and the code that runs one layer over time.
+
+The layer (``recurrent.py``) owns everything between layers: input, inter-layer and output
+dropout, state slicing, layout. A backend runs one layer, both directions, over a time-major
+sequence and reports which configurations it cannot run, in words a user can act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from torch import Tensor
+
+from lstmkit.nn.cell import LSTMCell
+from lstmkit.nn.config import LSTMConfig
+from lstmkit.nn.dropout import Zoneout
+
+
+@dataclass
+class LayerRun:
+    """Everything a backend needs to run one layer (D directions) over time."""
+
+    cells: list[LSTMCell]  # one per direction: forward, then backward
+    x: Tensor  # (T, B, I) time-major input
+    lengths: Tensor | None  # (B,) int64 on CPU, valid steps per sequence; None = all T
+    h0: Tensor  # (D, B, P) initial hidden state
+    c0: Tensor  # (D, B, H) initial memory cell
+    weights_hh: list[Tensor]  # per direction: W_hh, DropConnect-masked while training
+    recurrent_masks: list[Tensor | None]  # per direction: (B, P) variational mask on h_{t-1}
+    zoneout: Zoneout | None  # zoneout between steps, or None
+    record: list[dict[str, Tensor]] | None = None  # per direction gate traces, if asked
+
+
+class LayerOutput(NamedTuple):
+    output: Tensor  # (T, B, D*P), zero at padded steps
+    h_n: Tensor  # (D, B, P) state at each sequence's last valid step
+    c_n: Tensor  # (D, B, H)
+
+
+class Backend(Protocol):
+    """A way to run a layer. ``unsupported`` returns None or the reason it cannot run it."""
+
+    name: str
+
+    def unsupported(self, config: LSTMConfig, training: bool, tracing: bool) -> str | None: ...
+
+    def run_layer(self, run: LayerRun) -> LayerOutput: ...

@@ -1,0 +1,104 @@
+"""The reference backend: PyTorch ops and a Python loop over time.
+
+It runs every cell variant and regulariser, records gate activations on request, and is the
+path the float64 gradient checks run on. Layout of one direction over a post-padded batch:
+
+    x (T, B, I) ──project_input──► x_proj (T, B, G*H)        one GEMM for all steps
+    for t in 0..T-1:  state = step(x_proj[t], state)          one GEMM per step (W_hh)
+                      padded step (t >= length): state kept, output 0
+
+The backward direction runs the same loop on each sequence reversed *within its length*
+([a b c 0 0] -> [c b a 0 0]), so padding never enters its state either.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit.data.padding import lengths_to_mask, reverse_padded
+from lstmkit.nn.backends.base import LayerOutput, LayerRun
+from lstmkit.nn.cell import LSTMCell, LSTMState
+from lstmkit.nn.config import LSTMConfig
+from lstmkit.nn.dropout import Zoneout
+
+
+class ReferenceBackend:
+    name = "reference"
+
+    def unsupported(self, config: LSTMConfig, training: bool, tracing: bool) -> str | None:
+        return None  # runs everything
+
+    def run_layer(self, run: LayerRun) -> LayerOutput:
+        outputs, h_n, c_n = [], [], []
+        for d, cell in enumerate(run.cells):
+            record = {} if run.record is not None else None
+            out, state = run_direction(
+                cell,
+                run.x,
+                run.lengths,
+                LSTMState(run.h0[d], run.c0[d]),
+                run.weights_hh[d],
+                run.recurrent_masks[d],
+                run.zoneout,
+                reverse=d == 1,
+                record=record,
+            )
+            if run.record is not None:
+                run.record.append(record)
+            outputs.append(out)
+            h_n.append(state.h)
+            c_n.append(state.c)
+        return LayerOutput(torch.cat(outputs, dim=-1), torch.stack(h_n), torch.stack(c_n))
+
+
+def run_direction(
+    cell: LSTMCell,
+    x: Tensor,
+    lengths: Tensor | None,
+    state: LSTMState,
+    weight_hh: Tensor,
+    recurrent_mask: Tensor | None,
+    zoneout: Zoneout | None,
+    reverse: bool = False,
+    record: dict[str, Tensor] | None = None,
+) -> tuple[Tensor, LSTMState]:
+    """Run ``cell`` over ``x`` (T, B, I); returns outputs (T, B, P) and the final state."""
+    steps = x.shape[0]
+    valid = None  # (T, B, 1) bool: True at real steps
+    if lengths is not None:
+        valid = lengths_to_mask(lengths, steps).t().unsqueeze(-1).to(x.device)
+    if reverse:
+        x = x.flip(0) if lengths is None else reverse_padded(x, lengths, batch_first=False)
+    x_proj = cell.project_input(x)  # (T, B, G*H)
+    hidden, trace = [], []
+    for t in range(steps):
+        h_in = state.h if recurrent_mask is None else state.h * recurrent_mask
+        new, gates = cell.step(x_proj[t], LSTMState(h_in, state.c), weight_hh)
+        if zoneout is not None:
+            new = zoneout(new, state)
+        if valid is not None:
+            keep = valid[t]  # (B, 1)
+            new = LSTMState(torch.where(keep, new.h, state.h), torch.where(keep, new.c, state.c))
+        state = new
+        hidden.append(state.h)
+        if record is not None:
+            trace.append((*gates, state.c, state.h))
+    output = torch.stack(hidden)  # (T, B, P)
+    if valid is not None:
+        output = output * valid
+    if reverse:
+        output = _unreverse(output, lengths)
+    if record is not None:
+        names = ("input_gate", "forget_gate", "candidate", "output_gate", "cell", "hidden")
+        for name, series in zip(names, zip(*trace, strict=True), strict=True):
+            values = torch.stack(series)  # (T, B, H)
+            if valid is not None:
+                values = values * valid
+            record[name] = _unreverse(values, lengths) if reverse else values
+    return output, state
+
+
+def _unreverse(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Undo the per-sequence time reversal of the backward direction."""
+    return x.flip(0) if lengths is None else reverse_padded(x, lengths, batch_first=False)

@@ -1,0 +1,84 @@
+"""Regularisers for recurrent networks, one short piece each.
+
+All masks are drawn once per sequence (per forward call) and held fixed across time, except
+zoneout's, which is a fresh stochastic identity at every step as in its paper. Everything here is
+the identity in eval mode, except zoneout, which then uses its expectation.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from lstmkit.nn.cell import LSTMState
+from lstmkit.nn.validation import check_probability
+
+
+def dropout_mask(p: float, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Inverted-dropout mask of ``shape``: 0 with probability ``p``, else ``1 / (1 - p)``."""
+    keep = 1.0 - p
+    return like.new_empty(shape).bernoulli_(keep).div_(keep)
+
+
+class LockedDropout(nn.Module):
+    """Variational ("locked") dropout: one mask per sequence, shared by every time step.
+
+    Gal & Ghahramani 2016; awd-lstm-lm's ``LockedDropout``. Input is time-major (T, B, F).
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = check_probability("p", p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return x * dropout_mask(self.p, (1, *x.shape[1:]), x)  # mask (1, B, F) over all T
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class WeightDrop(nn.Module):
+    """DropConnect on a weight matrix, one mask per forward call (Wan et al. 2013; Merity et al.
+    2017 apply it to the recurrent weights ``W_hh`` of an LSTM)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = check_probability("p", p)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return weight
+        return weight * dropout_mask(self.p, tuple(weight.shape), weight)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Zoneout(nn.Module):
+    """Zoneout (Krueger et al. 2017): each unit keeps its previous value with probability ``p``.
+
+    Training: ``h_t = d ⊙ h_{t-1} + (1 - d) ⊙ h̃_t`` with ``d ~ Bernoulli(p)`` drawn every step.
+    Eval: the expectation, ``h_t = p · h_{t-1} + (1 - p) · h̃_t``. Separate rates for c and h.
+    """
+
+    def __init__(self, cell_p: float = 0.0, hidden_p: float = 0.0) -> None:
+        super().__init__()
+        self.cell_p = check_probability("zoneout_cell", cell_p)
+        self.hidden_p = check_probability("zoneout_hidden", hidden_p)
+
+    def _mix(self, p: float, new: Tensor, old: Tensor) -> Tensor:
+        if p == 0.0:
+            return new
+        if not self.training:
+            return p * old + (1.0 - p) * new
+        keep_old = new.new_empty(new.shape).bernoulli_(p)  # (B, H), fresh each step
+        return keep_old * old + (1.0 - keep_old) * new
+
+    def forward(self, new: LSTMState, old: LSTMState) -> LSTMState:
+        return LSTMState(
+            self._mix(self.hidden_p, new.h, old.h), self._mix(self.cell_p, new.c, old.c)
+        )
+
+    def extra_repr(self) -> str:
+        return f"cell_p={self.cell_p}, hidden_p={self.hidden_p}"

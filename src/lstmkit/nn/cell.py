@@ -93,7 +93,11 @@ class LSTMCell(nn.Module):
             self.weight_hr = nn.Parameter(torch.empty(self.proj_size, self.hidden_size))
         else:
             self.register_parameter("weight_hr", None)
+        self.add_variant_parameters()
         self.reset_parameters()
+
+    def add_variant_parameters(self) -> None:
+        """Variants create their extra parameters here, before the shared ``reset_parameters``."""
 
     @property
     def output_size(self) -> int:

@@ -244,7 +244,8 @@ class LSTM(nn.Module):
             raise ValueError(f"LSTM input must be a floating-point tensor, got dtype {x.dtype}")
         if 0 in x.shape:
             raise ValueError(
-                f"LSTM input must have at least one step and one sequence, got shape {tuple(x.shape)}"
+                "LSTM input must have at least one step and one sequence, "
+                f"got shape {tuple(x.shape)}"
             )
         return x.dim() == 2
 

@@ -26,14 +26,10 @@ class PeepholeLSTMCell(LSTMCell):
 
     kind = "peephole"
 
-    def __init__(
-        self, input_size: int, hidden_size: int, bias: bool = True, proj_size: int = 0
-    ) -> None:
-        nn.Module.__init__(self)  # parameters are created before the shared reset below
-        self.peephole_input = nn.Parameter(torch.empty(hidden_size))  # (H,)
-        self.peephole_forget = nn.Parameter(torch.empty(hidden_size))  # (H,)
-        self.peephole_output = nn.Parameter(torch.empty(hidden_size))  # (H,)
-        super().__init__(input_size, hidden_size, bias, proj_size)
+    def add_variant_parameters(self) -> None:
+        self.peephole_input = nn.Parameter(torch.empty(self.hidden_size))  # (H,)
+        self.peephole_forget = nn.Parameter(torch.empty(self.hidden_size))  # (H,)
+        self.peephole_output = nn.Parameter(torch.empty(self.hidden_size))  # (H,)
 
     def step(self, x_proj: Tensor, state: LSTMState, weight_hh: Tensor | None = None) -> StepResult:
         w_hh = self.weight_hh if weight_hh is None else weight_hh
@@ -59,23 +55,19 @@ class LayerNormLSTMCell(LSTMCell):
     """
 
     kind = "layernorm"
+    eps = 1e-5
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        proj_size: int = 0,
-        eps: float = 1e-5,
-    ) -> None:
-        nn.Module.__init__(self)
-        self.norm_input = nn.LayerNorm(4 * hidden_size, eps=eps)  # over the 4H input pre-acts
-        self.norm_hidden = nn.LayerNorm(4 * hidden_size, eps=eps)  # over the 4H recurrent ones
-        self.norm_cell = nn.LayerNorm(hidden_size, eps=eps)  # over c_t before its tanh
-        super().__init__(input_size, hidden_size, bias, proj_size)
+    def add_variant_parameters(self) -> None:
+        gates = 4 * self.hidden_size
+        self.norm_input = nn.LayerNorm(gates, eps=self.eps)  # over the 4H input pre-activations
+        self.norm_hidden = nn.LayerNorm(gates, eps=self.eps)  # over the 4H recurrent ones
+        self.norm_cell = nn.LayerNorm(self.hidden_size, eps=self.eps)  # over c_t before tanh
 
     def reset_parameters(self) -> None:
-        super().reset_parameters()
+        bound = 1.0 / self.hidden_size**0.5
+        for name, weight in self.named_parameters():
+            if not name.startswith("norm_"):
+                nn.init.uniform_(weight, -bound, bound)
         for norm in (self.norm_input, self.norm_hidden, self.norm_cell):
             norm.reset_parameters()
 

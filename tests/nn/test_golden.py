@@ -25,8 +25,9 @@ def test_standard_cell_golden():
     with torch.no_grad():
         cell.bias_ih.zero_()
         cell.bias_hh.zero_()
-    state, gates = cell.step(cell.project_input(torch.ones(1, 1)),
-                             LSTMState(torch.full((1, 1), 0.2), torch.ones(1, 1)))
+    state, gates = cell.step(
+        cell.project_input(torch.ones(1, 1)), LSTMState(torch.full((1, 1), 0.2), torch.ones(1, 1))
+    )
     torch.testing.assert_close(gates.input, torch.tensor([[0.6456563062]]))
     torch.testing.assert_close(gates.candidate, torch.tensor([[0.5370495670]]))
     torch.testing.assert_close(state.c, torch.tensor([[0.9924057459]]))
@@ -43,8 +44,9 @@ def test_peephole_cell_golden():
     with torch.no_grad():
         cell.bias_ih.zero_()
         cell.bias_hh.zero_()
-    state, gates = cell.step(cell.project_input(torch.ones(1, 1)),
-                             LSTMState(torch.full((1, 1), 0.2), torch.ones(1, 1)))
+    state, gates = cell.step(
+        cell.project_input(torch.ones(1, 1)), LSTMState(torch.full((1, 1), 0.2), torch.ones(1, 1))
+    )
     torch.testing.assert_close(gates.input, torch.tensor([[0.7502601056]]))
     torch.testing.assert_close(gates.forget, torch.tensor([[0.7502601056]]))
     torch.testing.assert_close(gates.candidate, torch.tensor([[0.5370495670]]))
@@ -69,8 +71,10 @@ def test_layer_norm_cell_golden():
         cell.weight_hh.fill_(0.5)
         cell.bias_ih.zero_()
         cell.bias_hh.zero_()
-    state, gates = cell.step(cell.project_input(torch.ones(1, 1)),
-                             LSTMState(torch.full((1, 2), 0.2), torch.tensor([[0.5, -0.5]])))
+    state, gates = cell.step(
+        cell.project_input(torch.ones(1, 1)),
+        LSTMState(torch.full((1, 2), 0.2), torch.tensor([[0.5, -0.5]])),
+    )
     torch.testing.assert_close(gates.input, torch.full((1, 2), 0.2073284905))
     torch.testing.assert_close(gates.forget, torch.full((1, 2), 0.3900659956))
     torch.testing.assert_close(gates.candidate, torch.full((1, 2), 0.4194585756))
@@ -86,8 +90,9 @@ def test_cifg_cell_couples_gates():
     with torch.no_grad():
         cell.bias_ih.zero_()
         cell.bias_hh.zero_()
-    state, gates = cell.step(cell.project_input(torch.ones(1, 1)),
-                             LSTMState(torch.full((1, 1), 0.2), torch.ones(1, 1)))
+    state, gates = cell.step(
+        cell.project_input(torch.ones(1, 1)), LSTMState(torch.full((1, 1), 0.2), torch.ones(1, 1))
+    )
     assert cell.weight_ih.shape == (3, 1)
     torch.testing.assert_close(gates.input, torch.tensor([[0.3543436938]]))
     torch.testing.assert_close(state.c, torch.tensor([[0.8359564335]]))

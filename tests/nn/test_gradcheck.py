@@ -22,8 +22,9 @@ def _check(lstm: LSTM, lengths=None, seed: int | None = None) -> None:
     def run(x, h0, c0, *flat):
         if seed is not None:
             torch.manual_seed(seed)  # the same dropout masks on every evaluation
-        out, (h, c) = functional_call(lstm, dict(zip(names, flat, strict=True)), (x, (h0, c0)),
-                                      {"lengths": lengths})
+        out, (h, c) = functional_call(
+            lstm, dict(zip(names, flat, strict=True)), (x, (h0, c0)), {"lengths": lengths}
+        )
         return out, h, c
 
     assert gradcheck(run, (x, h0, c0, *params), eps=1e-6, atol=1e-5)

@@ -21,7 +21,7 @@ def test_help_lists_commands():
 
 
 def test_demo_reports_model_and_baseline():
-    result = runner.invoke(app, ["demo", "--seq-len", "10", "--max-steps", "20"])
+    result = runner.invoke(app, ["demo", "--seq-len", "10", "--epochs", "1"])
     assert result.exit_code == 0, result.output
     assert "model    test MSE" in result.output
     assert "baseline test MSE" in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -40,34 +41,35 @@ def demo(
     seq_len: Annotated[int, typer.Option(help="Steps per sequence (T).")] = 50,
     hidden_size: Annotated[int, typer.Option(help="LSTM units.")] = 32,
     cell: Annotated[str, typer.Option(help="lstm, peephole, layernorm or cifg.")] = "lstm",
-    max_steps: Annotated[int, typer.Option(help="Optimiser steps at most.")] = 3000,
+    epochs: Annotated[int, typer.Option(help="Training epochs at most.")] = 8,
+    out: Annotated[Path | None, typer.Option(help="Run directory to write.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Train an LSTM on the adding problem (built in, no data needed) and compare to a baseline."""
-    from lstmkit.tasks.adding import SOLVED_MSE, AddingConfig, train_adding
+    from lstmkit.tasks.adding import SOLVED_MSE, AddingConfig, default_train_config, train_adding
 
     try:
         config = AddingConfig(
-            seq_len=seq_len, hidden_size=hidden_size, cell=cell, max_steps=max_steps, seed=seed
+            seq_len=seq_len, hidden_size=hidden_size, lstm={"cell": cell}, seed=seed
         )
+        train = default_train_config(max_epochs=epochs, seed=seed, progress=True)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     console.print(
         f"Adding problem, T={seq_len}: the LSTM must add the two marked values of {seq_len} steps."
     )
-    with console.status("training...") as status:
-        result = train_adding(
-            config, on_eval=lambda step, mse: status.update(f"step {step}: test MSE {mse:.4f}")
-        )
+    result = train_adding(config, train, run_dir=out)
     console.print(
         f"  model    test MSE {result.test_mse:.4f}  ({result.steps} steps, "
-        f"{result.seconds:.1f} s, {config.cell} cell, {hidden_size} units)"
+        f"{result.seconds:.1f} s, {cell} cell, {hidden_size} units)"
     )
     console.print(f"  baseline test MSE {result.baseline_mse:.4f}  (always predict 1.0)")
     verdict = "solved" if result.solved else "not solved"
     console.print(
         f"  skill {result.skill:.3f} vs baseline; {verdict} (threshold MSE < {SOLVED_MSE})"
     )
+    if out is not None:
+        console.print(f"  run directory: {out}")
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lstmkit.data.synthetic import adding_problem
-from lstmkit.tasks.adding import AddingConfig, train_adding
+from lstmkit.tasks.adding import AddingConfig, default_train_config, train_adding
+from lstmkit.training import OptimConfig
 
 
 def test_adding_problem_layout():
@@ -17,7 +18,7 @@ def test_adding_problem_layout():
 
 
 def test_lstm_solves_the_adding_problem_at_t50():
-    result = train_adding(AddingConfig(seq_len=50, max_steps=3000, seed=0))
+    result = train_adding(AddingConfig(seq_len=50, seed=0))
     assert result.test_mse < 0.01, result
     assert 0.14 < result.baseline_mse < 0.19  # always-1.0 baseline ≈ 1/6
     assert result.skill > 0.9
@@ -26,7 +27,9 @@ def test_lstm_solves_the_adding_problem_at_t50():
 def test_adding_config_errors():
     with pytest.raises(ValueError, match="seq_len must be a positive integer, got 0"):
         AddingConfig(seq_len=0)
-    with pytest.raises(ValueError, match="lr must be a positive number, got -0.1"):
-        AddingConfig(lr=-0.1)
+    with pytest.raises(ValueError, match="cell must be one of .*; got 'gru'"):
+        AddingConfig(lstm={"cell": "gru"})
+    with pytest.raises(ValueError, match="optim.lr must be a positive number, got -0.1"):
+        default_train_config(optim=OptimConfig(lr=-0.1))
     with pytest.raises(ValueError, match="seq_len must be at least 2"):
         adding_problem(4, 1)

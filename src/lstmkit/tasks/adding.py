@@ -8,18 +8,26 @@ scores MSE ≈ 0.167; "solved" means test MSE < 0.01. See ``lstmkit.data.synthet
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.utils.data import TensorDataset
 
 from lstmkit.data.synthetic import adding_problem
-from lstmkit.nn import LSTM
-from lstmkit.nn.config import CELL_NAMES
-from lstmkit.nn.validation import check_choice, check_positive_int
+from lstmkit.nn import LSTM, LSTMConfig
+from lstmkit.nn.validation import check_positive_int
+from lstmkit.training import (
+    EarlyStoppingConfig,
+    OptimConfig,
+    StepOutput,
+    TrainConfig,
+    Trainer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,34 +36,34 @@ SOLVED_MSE = 0.01
 
 @dataclass(frozen=True)
 class AddingConfig:
-    """One adding-problem run."""
+    """The adding-problem task: data sizes and the model."""
 
     seq_len: int = 50  # T, steps per sequence
     hidden_size: int = 32  # LSTM units
-    cell: str = "lstm"  # any registered cell
-    batch_size: int = 64
-    max_steps: int = 3000  # optimiser steps at most
-    lr: float = 1e-2  # Adam learning rate
-    clip_norm: float = 1.0  # global gradient-norm clipping
-    eval_every: int = 100  # steps between test evaluations
-    test_samples: int = 1000
-    seed: int = 0
+    train_samples: int = 16384  # fixed training set, reshuffled every epoch
+    val_samples: int = 1000  # for early stopping
+    test_samples: int = 1000  # held out, reported
+    lstm: Mapping[str, Any] = field(default_factory=dict)  # more LSTM options (cell, dropouts)
+    seed: int = 0  # data and initialisation
 
     def __post_init__(self) -> None:
-        for name in (
-            "seq_len",
-            "hidden_size",
-            "batch_size",
-            "max_steps",
-            "eval_every",
-            "test_samples",
-        ):
+        for name in ("seq_len", "hidden_size", "train_samples", "val_samples", "test_samples"):
             check_positive_int(name, getattr(self, name))
-        check_choice("cell", self.cell, CELL_NAMES)
-        for name in ("lr", "clip_norm"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not isinstance(self.lstm, Mapping):
+            raise ValueError(f"lstm must be a mapping of LSTM options, got {self.lstm!r}")
+        LSTMConfig(2, self.hidden_size, **self.lstm)  # validates every option by name
+
+
+def default_train_config(**changes: Any) -> TrainConfig:
+    """What the demo uses: Adam at 1e-2, norm clipping at 1, early stopping on val_loss."""
+    base = TrainConfig(
+        max_epochs=8,
+        batch_size=64,
+        clip_norm=1.0,
+        optim=OptimConfig(lr=1e-2),
+        early_stopping=EarlyStoppingConfig(patience=3),
+    )
+    return replace(base, **changes)
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ class AddingResult:
     steps: int  # optimiser steps taken
     seconds: float  # wall time of training
     solved: bool  # test_mse < 0.01
-    config: dict
+    reason: str  # why training ended
 
     @property
     def skill(self) -> float:
@@ -76,52 +84,50 @@ class AddingResult:
 class AddingModel(nn.Module):
     """LSTM over the sequence, then a linear read-out of the last hidden state."""
 
-    def __init__(self, hidden_size: int, cell: str = "lstm") -> None:
+    def __init__(self, config: AddingConfig) -> None:
         super().__init__()
-        self.lstm = LSTM(2, hidden_size, cell=cell)
-        self.head = nn.Linear(hidden_size, 1)
+        self.lstm = LSTM(2, config.hidden_size, **config.lstm)
+        self.head = nn.Linear(config.hidden_size, 1)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, 2) -> (B, 1)
         _, (h_n, _) = self.lstm(x)
         return self.head(h_n[-1])
 
 
-def train_adding(
-    config: AddingConfig, on_eval: Callable[[int, float], None] | None = None
-) -> AddingResult:
-    """Train on fresh batches until the test MSE is below 0.01 or ``max_steps`` is reached.
+def mse_step(model: nn.Module, batch: tuple[Tensor, Tensor], state: Any) -> StepOutput:
+    x, y = batch
+    return StepOutput(F.mse_loss(model(x), y), weight=len(x))
 
-    ``on_eval(step, test_mse)`` is called at every evaluation (the CLI shows progress with it).
-    """
+
+def train_adding(
+    config: AddingConfig, train: TrainConfig | None = None, run_dir: str | Path | None = None
+) -> AddingResult:
+    """Train with the shared ``Trainer`` and report the test MSE beside the baseline's."""
+    train = train or default_train_config()
+    rng = torch.Generator().manual_seed(config.seed)
+    train_set = TensorDataset(*adding_problem(config.train_samples, config.seq_len, rng))
+    val_set = TensorDataset(*adding_problem(config.val_samples, config.seq_len, rng))
+    x_test, y_test = adding_problem(config.test_samples, config.seq_len, rng)
     torch.manual_seed(config.seed)
-    data_rng = torch.Generator().manual_seed(config.seed)
-    x_test, y_test = adding_problem(config.test_samples, config.seq_len, data_rng)
-    model = AddingModel(config.hidden_size, config.cell)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    start = time.perf_counter()
-    test_mse, step = float("inf"), 0
-    for step in range(1, config.max_steps + 1):
-        x, y = adding_problem(config.batch_size, config.seq_len, data_rng)
-        loss = F.mse_loss(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-        optimizer.step()
-        if step % config.eval_every == 0 or step == config.max_steps:
-            test_mse = evaluate(model, x_test, y_test)
-            log.info("step %d: train loss %.4f, test MSE %.4f", step, loss.item(), test_mse)
-            if on_eval is not None:
-                on_eval(step, test_mse)
-            if test_mse < SOLVED_MSE / 2:  # comfortably solved: stop early
-                break
+    model = AddingModel(config)
+    trainer = Trainer(
+        model,
+        mse_step,
+        train,
+        run_dir=run_dir,
+        saved_config={"task": "adding", "adding": asdict(config)},
+    )
+    fit = trainer.fit(train_set, val_set)
+    test_mse = evaluate(model.cpu(), x_test, y_test)
     baseline = F.mse_loss(torch.ones_like(y_test), y_test).item()
+    log.info("adding T=%d: test MSE %.4f (baseline %.4f)", config.seq_len, test_mse, baseline)
     return AddingResult(
         test_mse=test_mse,
         baseline_mse=baseline,
-        steps=step,
-        seconds=time.perf_counter() - start,
+        steps=fit.steps,
+        seconds=fit.seconds,
         solved=test_mse < SOLVED_MSE,
-        config=asdict(config),
+        reason=fit.reason,
     )
 
 

@@ -1,4 +1,8 @@
-"""Command-line front end: ``lstmkit --help``. The only module that prints."""
+"""Command-line front end: ``lstmkit --help``. The ``cli`` package is the only code that prints.
+
+Each task adds its subcommands from its own module here (``lstmkit forecast ...`` from
+``cli/forecast.py``, ``lstmkit text ...`` from ``cli/text.py``), registered at the bottom.
+"""
 
 from __future__ import annotations
 

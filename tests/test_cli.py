@@ -20,14 +20,21 @@ def test_help_lists_commands():
     assert "demo" in result.output
 
 
-def test_demo_reports_model_and_baseline():
-    result = runner.invoke(app, ["demo", "--seq-len", "10", "--epochs", "1"])
+def test_demo_forecasts_airline_passengers_beside_the_baselines(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    assert "seasonal naive" in result.output and "MAE skill" in result.output
+    assert (tmp_path / "forecast.png").exists() and (tmp_path / "metrics.json").exists()
+
+
+def test_adding_reports_model_and_baseline():
+    result = runner.invoke(app, ["adding", "--seq-len", "10", "--epochs", "1"])
     assert result.exit_code == 0, result.output
     assert "model    test MSE" in result.output
     assert "baseline test MSE" in result.output
 
 
-def test_demo_rejects_bad_flags_with_a_message():
-    result = runner.invoke(app, ["demo", "--hidden-size", "0"])
+def test_adding_rejects_bad_flags_with_a_message():
+    result = runner.invoke(app, ["adding", "--hidden-size", "0"])
     assert result.exit_code != 0
     assert "hidden_size must be a positive integer, got 0" in result.output

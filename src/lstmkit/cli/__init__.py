@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from lstmkit import __version__
+from lstmkit.cli.forecast import app as forecast_app
 
 app = typer.Typer(
     name="lstmkit",
@@ -22,6 +23,9 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+
+# one sub-app per task, each in its own module of this package
+app.add_typer(forecast_app, name="forecast")
 
 
 def _version(value: bool) -> None:
@@ -42,6 +46,30 @@ def main_options(
 
 @app.command()
 def demo(
+    out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/demo"),
+    epochs: Annotated[int, typer.Option(help="Training epochs at most.")] = 300,
+) -> None:
+    """Forecast 1960 of the airline passengers series (built in) and compare to baselines."""
+    from lstmkit.tasks.forecasting.demo import run_demo
+    from lstmkit.tasks.forecasting.report import format_table
+
+    console.print(
+        "Airline passengers 1949-1960 (built in): train to 1958, validate on 1959, "
+        "forecast the 12 months of 1960."
+    )
+    try:
+        fit, report = run_demo(out, max_epochs=epochs, progress=True)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    console.print(f"trained {fit.steps} steps in {fit.seconds:.1f} s ({fit.reason})")
+    for row in format_table(report.metrics):
+        console.print("  " + row)
+    console.print(f"plot: {report.plots[0]}")
+    console.print(f"run directory: {out}")
+
+
+@app.command()
+def adding(
     seq_len: Annotated[int, typer.Option(help="Steps per sequence (T).")] = 50,
     hidden_size: Annotated[int, typer.Option(help="LSTM units.")] = 32,
     cell: Annotated[str, typer.Option(help="lstm, peephole, layernorm or cifg.")] = "lstm",
@@ -49,7 +77,7 @@ def demo(
     out: Annotated[Path | None, typer.Option(help="Run directory to write.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Train an LSTM on the adding problem (built in, no data needed) and compare to a baseline."""
+    """The adding problem: can the LSTM remember two marked numbers across T steps?"""
     from lstmkit.tasks.adding import SOLVED_MSE, AddingConfig, default_train_config, train_adding
 
     try:

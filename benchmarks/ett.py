@@ -1,0 +1,208 @@
+"""ETT long-horizon benchmark (protocol: ../shared/BENCHMARKS.md section 2).
+
+Chronological split 12/4/4 months by row index (hourly: train [0, 8640), val [8640, 11520),
+test [11520, 14400); x4 for the 15-minute files), each channel z-scored with training
+statistics, all 7 channels forecast, MSE and MAE on the normalised values over every test
+window (stride 1), input length 96, horizons 96/192/336/720. Our model: the segment-wise LSTM
+(SegRNN design with an LSTM cell), channel-independent.
+
+    python benchmarks/ett.py --data-dir ../shared/data --datasets ETTh1 --horizons 96 \
+        --out benchmarks/results/ett.json
+
+Prints our MSE/MAE beside SegRNN, PatchTST and DLinear, and writes JSON + Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from lstmkit.tasks.forecasting.config import DataConfig, ForecastConfig
+from lstmkit.tasks.forecasting.evaluation import evaluate
+from lstmkit.tasks.forecasting.forecaster import Forecaster
+from lstmkit.tasks.forecasting.models import ModelConfig
+from lstmkit.training import EarlyStoppingConfig, OptimConfig, TrainConfig
+
+HORIZONS = (96, 192, 336, 720)
+# MSE / MAE references (SegRNN README; PatchTST and DLinear columns from the iTransformer paper)
+REFERENCE_MSE = {
+    "ETTh1": {
+        "SegRNN": (0.368, 0.408, 0.444, 0.446),
+        "PatchTST": (0.414, 0.460, 0.501, 0.500),
+        "DLinear": (0.386, 0.437, 0.481, 0.519),
+    },
+    "ETTh2": {
+        "SegRNN": (0.278, 0.359, 0.421, 0.432),
+        "PatchTST": (0.302, 0.388, 0.426, 0.431),
+        "DLinear": (0.333, 0.477, 0.594, 0.831),
+    },
+    "ETTm1": {
+        "SegRNN": (0.330, 0.369, 0.399, 0.454),
+        "PatchTST": (0.329, 0.367, 0.399, 0.454),
+        "DLinear": (0.345, 0.380, 0.413, 0.474),
+    },
+    "ETTm2": {
+        "SegRNN": (0.173, 0.237, 0.296, 0.389),
+        "PatchTST": (0.175, 0.241, 0.305, 0.402),
+        "DLinear": (0.193, 0.284, 0.369, 0.554),
+    },
+}
+CHANNELS = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
+
+
+def split_sizes(name: str) -> tuple[int, int, int]:
+    """(train, val, test) rows of the standard split."""
+    k = 4 if name.startswith("ETTm") else 1
+    return 8640 * k, 2880 * k, 2880 * k
+
+
+def run_cell(path: Path, name: str, horizon: int, args: argparse.Namespace) -> dict:
+    train_rows, val_rows, test_rows = split_sizes(name)
+    frame = pd.read_csv(path).iloc[: train_rows + val_rows + test_rows]  # tail rows unused
+    config = ForecastConfig(
+        data=DataConfig(
+            time_col="date",
+            targets=tuple(CHANNELS),
+            input_len=96,
+            horizon=horizon,
+            val_size=val_rows,
+            test_size=test_rows,
+            scaler="standard",
+            stride=args.stride,
+        ),
+        model=ModelConfig(
+            kind="segment",
+            hidden_size=args.hidden,
+            segment_len=48,
+            dropout=args.dropout,
+            normalization=args.normalization,
+        ),
+        train=TrainConfig(
+            max_epochs=args.epochs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            clip_norm=None,
+            optim=OptimConfig(lr=args.lr),
+            early_stopping=EarlyStoppingConfig(patience=args.patience),
+            progress=sys.stderr.isatty(),
+        ),
+        loss="mse",
+    )
+    start = time.perf_counter()
+    forecaster = Forecaster(config)
+    fit = forecaster.fit(frame)
+    report = evaluate(forecaster, frame, scaled=True)
+    return {
+        "dataset": name,
+        "horizon": horizon,
+        "mse": report["model"]["mse"],
+        "mae": report["model"]["mae"],
+        "windows": report["windows"],
+        "epochs": fit.epochs,
+        "steps": fit.steps,
+        "stopped": fit.reason,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        "# ETT long-horizon benchmark (input length 96, normalised MSE / MAE)",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}, {meta['threads']} threads, torch {meta['torch']}  ",
+        f"Date: {meta['date']}; commit {meta['commit']}",
+        "",
+        "| dataset | horizon | lstmkit MSE | lstmkit MAE | SegRNN MSE | PatchTST MSE | "
+        "DLinear MSE | epochs | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        refs = REFERENCE_MSE[r["dataset"]]
+        i = HORIZONS.index(r["horizon"])
+        lines.append(
+            f"| {r['dataset']} | {r['horizon']} | {r['mse']:.3f} | {r['mae']:.3f} | "
+            f"{refs['SegRNN'][i]:.3f} | {refs['PatchTST'][i]:.3f} | "
+            f"{refs['DLinear'][i]:.3f} | {r['epochs']} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+    parser.add_argument("--datasets", default="ETTh1,ETTh2,ETTm1,ETTm2")
+    parser.add_argument("--horizons", default="96,192,336,720")
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--dropout", type=float, default=0.5)
+    parser.add_argument("--normalization", default="last")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--stride", type=int, default=1, help="between training windows")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ett.json"))
+    args = parser.parse_args()
+
+    ett = args.data_dir / "ett"
+    if not ett.is_dir():
+        print(f"skipped: no ETT data at {ett} (pass --data-dir pointing at shared/data)")
+        return
+    torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.datasets.split(","):
+        for horizon in (int(h) for h in args.horizons.split(",")):
+            row = run_cell(ett / f"{name}.csv", name, horizon, args)
+            ref = REFERENCE_MSE[name]["SegRNN"][HORIZONS.index(horizon)]
+            print(
+                f"{name} H={horizon}: MSE {row['mse']:.3f} (SegRNN {ref:.3f}), "
+                f"MAE {row['mae']:.3f}, {row['seconds']:.0f} s",
+                flush=True,
+            )
+            rows.append(row)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
+    meta = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": cpu,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "commit": commit,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "settings": {k: str(v) for k, v in vars(args).items()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    table = markdown(rows, meta)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""``lstmkit forecast train|predict|evaluate|backtest``: forecasting from the command line.
+
+Settings come from a config file (``--config run.toml``, TOML, YAML or JSON with sections
+[data], [model], [train]) and/or flags; a flag given on the command line wins.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Time-series forecasting with an LSTM.", no_args_is_help=True)
+console = Console()
+
+Opt = typer.Option
+DataFile = Annotated[Path, Opt("--data", help="CSV or Parquet file with the series.")]
+
+
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def build_config(config_file: Path | None, flags: dict[str, dict[str, Any]]):
+    """The config file's sections, overridden by every flag that was given."""
+    from lstmkit.tasks.forecasting.config import ForecastConfig, read_config_file
+
+    values: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    for section, settings in flags.items():
+        given = {k: v for k, v in settings.items() if v is not None}
+        if section == "top":
+            values.update(given)
+        elif given:
+            values[section] = {**values.get(section, {}), **given}
+    train = values.setdefault("train", {})
+    train.setdefault("max_epochs", 100)
+    train.setdefault("progress", True)
+    return ForecastConfig.from_dict(values)
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[red]error:[/red] {err}")
+    raise typer.Exit(code=2)
+
+
+def _read(path: Path):
+    from lstmkit.data.timeseries import read_table
+
+    return read_table(path)
+
+
+@app.command()
+def train(
+    data: DataFile,
+    out: Annotated[Path, Opt(help="Run directory to write.")],
+    config: Annotated[Path | None, Opt(help="TOML/YAML/JSON config file.")] = None,
+    time_col: Annotated[str | None, Opt(help="Time column.")] = None,
+    target: Annotated[str | None, Opt(help="Target column(s), comma-separated.")] = None,
+    id_col: Annotated[str | None, Opt(help="Series id column (long format).")] = None,
+    horizon: Annotated[int | None, Opt(help="Steps to forecast.")] = None,
+    input_len: Annotated[int | None, Opt(help="Steps of history the model reads.")] = None,
+    test_size: Annotated[int | None, Opt(help="Steps held out for evaluation.")] = None,
+    val_size: Annotated[int | None, Opt(help="Steps for validation (default: horizon).")] = None,
+    past_covariates: Annotated[str | None, Opt(help="Past covariate columns.")] = None,
+    future_covariates: Annotated[str | None, Opt(help="Known-future covariate columns.")] = None,
+    static_covariates: Annotated[str | None, Opt(help="Static covariate columns.")] = None,
+    freq: Annotated[str | None, Opt(help="Pandas frequency alias; inferred if absent.")] = None,
+    fill: Annotated[str | None, Opt(help="none, ffill, interpolate or zero.")] = None,
+    model: Annotated[str | None, Opt(help="direct, autoregressive or segment.")] = None,
+    hidden_size: Annotated[int | None, Opt(help="LSTM units.")] = None,
+    quantiles: Annotated[str | None, Opt(help="e.g. 0.1,0.5,0.9 for intervals.")] = None,
+    epochs: Annotated[int | None, Opt(help="Training epochs at most.")] = None,
+    lr: Annotated[float | None, Opt(help="Learning rate.")] = None,
+    seed: Annotated[int | None, Opt(help="Random seed.")] = None,
+) -> None:
+    """Fit a forecaster, score it against the baselines on the test part, write RUN_DIR."""
+    from lstmkit.tasks.forecasting.forecaster import Forecaster
+    from lstmkit.tasks.forecasting.report import format_table, write_run_report
+
+    try:
+        cfg = build_config(
+            config,
+            {
+                "data": {
+                    "time_col": time_col,
+                    "targets": _split(target),
+                    "id_col": id_col,
+                    "horizon": horizon,
+                    "input_len": input_len,
+                    "test_size": test_size,
+                    "val_size": val_size,
+                    "past_covariates": _split(past_covariates),
+                    "future_covariates": _split(future_covariates),
+                    "static_covariates": _split(static_covariates),
+                    "freq": freq,
+                    "fill": fill,
+                },
+                "model": {"kind": model, "hidden_size": hidden_size},
+                "train": {
+                    "max_epochs": epochs,
+                    "seed": seed,
+                    "optim": None if lr is None else {"lr": lr},
+                },
+                "top": {
+                    "quantiles": None
+                    if quantiles is None
+                    else [float(q) for q in _split(quantiles) or []]
+                },
+            },
+        )
+        forecaster = Forecaster(cfg)
+        series_set = forecaster.load(_read(data))
+        result = forecaster.fit(series_set, run_dir=out)
+        report = write_run_report(forecaster, series_set, out)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(err)
+    console.print(f"trained {result.steps} steps in {result.seconds:.1f} s ({result.reason})")
+    if report.metrics is not None:
+        for row in format_table(report.metrics):
+            console.print(row)
+        console.print(f"metrics: {report.metrics_path}")
+        for plot in report.plots:
+            console.print(f"plot: {plot}")
+    console.print(f"run directory: {out}")
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, Opt(help="Run directory written by `forecast train`.")],
+    data: DataFile,
+    out: Annotated[Path, Opt(help="CSV file for the forecasts.")],
+) -> None:
+    """Forecast the horizon after the end of each series in --data."""
+    from lstmkit.tasks.forecasting.forecaster import Forecaster
+
+    try:
+        forecaster = Forecaster.load_from(run / "forecaster.safetensors")
+        table = forecaster.predict(_read(data))
+    except (ValueError, FileNotFoundError) as err:
+        _fail(err)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    console.print(f"{len(table)} forecast rows for {table['series'].nunique()} series: {out}")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, Opt(help="Run directory written by `forecast train`.")],
+    data: DataFile,
+    out: Annotated[Path | None, Opt(help="Write the metrics JSON here.")] = None,
+) -> None:
+    """Score a trained forecaster on the test part of --data, beside the baselines."""
+    from lstmkit.tasks.forecasting.evaluation import evaluate as run_evaluation
+    from lstmkit.tasks.forecasting.forecaster import Forecaster
+    from lstmkit.tasks.forecasting.report import format_table
+
+    try:
+        forecaster = Forecaster.load_from(run / "forecaster.safetensors")
+        report = run_evaluation(forecaster, _read(data))
+    except (ValueError, FileNotFoundError) as err:
+        _fail(err)
+    for row in format_table(report):
+        console.print(row)
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2))
+        console.print(f"metrics: {out}")
+
+
+@app.command()
+def backtest(
+    data: DataFile,
+    out: Annotated[Path, Opt(help="JSON file for the per-fold and mean metrics.")],
+    config: Annotated[Path | None, Opt(help="TOML/YAML/JSON config file.")] = None,
+    time_col: Annotated[str | None, Opt(help="Time column.")] = None,
+    target: Annotated[str | None, Opt(help="Target column(s), comma-separated.")] = None,
+    id_col: Annotated[str | None, Opt(help="Series id column (long format).")] = None,
+    horizon: Annotated[int | None, Opt(help="Steps to forecast.")] = None,
+    input_len: Annotated[int | None, Opt(help="Steps of history the model reads.")] = None,
+    folds: Annotated[int, Opt(help="Forecast origins.")] = 3,
+    mode: Annotated[str, Opt(help="expanding or sliding training window.")] = "expanding",
+    epochs: Annotated[int | None, Opt(help="Training epochs at most, per fold.")] = None,
+) -> None:
+    """Refit at several origins and report each fold and the mean, beside the baselines."""
+    from lstmkit.tasks.forecasting.evaluation import backtest as run_backtest
+
+    try:
+        cfg = build_config(
+            config,
+            {
+                "data": {
+                    "time_col": time_col,
+                    "targets": _split(target),
+                    "id_col": id_col,
+                    "horizon": horizon,
+                    "input_len": input_len,
+                },
+                "train": {"max_epochs": epochs, "progress": False},
+            },
+        )
+        result = run_backtest(cfg, _read(data), folds=folds, mode=mode)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(err)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    mean = result["mean"]
+    for name in ("model", "naive", "seasonal_naive"):
+        console.print(
+            f"{name:16} mean MAE {mean[name]['mae']:.4g}  sMAPE {mean[name]['smape']:.3g}"
+        )
+    console.print(f"backtest ({mode}, {folds} folds): {out}")

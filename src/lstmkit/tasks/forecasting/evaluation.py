@@ -1,0 +1,151 @@
+"""Honest evaluation: the model beside the naive and seasonal-naive baselines, and backtests.
+
+Every window of the test part is forecast by the model and by both baselines from the same
+origin; metrics pool all windows, steps and channels. Backtesting refits at several origins:
+
+    expanding   |==train==|test|                 sliding   |==train==|test|
+                |====train====|test|                           |==train==|test|
+                |======train======|test|                           |==train==|test|
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lstmkit.data.timeseries import SeriesSet
+from lstmkit.tasks.forecasting import metrics as M
+from lstmkit.tasks.forecasting.config import ForecastConfig
+from lstmkit.tasks.forecasting.forecaster import Forecaster, item_windows
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("naive", "seasonal_naive")
+
+
+def evaluate(
+    forecaster: Forecaster, frame: pd.DataFrame | SeriesSet, *, scaled: bool = False
+) -> dict[str, Any]:
+    """Score the test part (``data.test_size`` last steps of each series).
+
+    ``scaled=True`` scores in the scaler's units (as the ETT protocol's normalised MSE/MAE).
+    Returns JSON-able metrics for the model and both baselines, skill scores, whether the model
+    beats each baseline, interval coverage and MAE by horizon step.
+    """
+    data = forecaster.config.data
+    if not data.test_size:
+        raise ValueError(
+            "evaluate() scores the held-out test part, but data.test_size is 0; "
+            "set it to at least the horizon"
+        )
+    series_set = frame if isinstance(frame, SeriesSet) else forecaster.load(frame)
+    split = forecaster.split(series_set)
+    _, scaler = forecaster._require_fitted()
+    source = scaler.transform(series_set) if scaled else series_set
+    windows = forecaster.windows(
+        scaler.transform(series_set),
+        split.test_start,
+        [len(s) for s in series_set.series],
+        stride=1,
+    )
+    predicted = forecaster.forecast_windows(windows, scaled=scaled)  # (N, H, C, Q)
+    period = data.period(series_set.freq)
+    actual, naive, snaive, scales = [], [], [], []
+    for window, channel in item_windows(windows):
+        series = source.series[window.series_index]
+        target = series.target
+        if channel is not None:
+            target = target[:, channel : channel + 1]
+        origin = window.start + data.input_len
+        history = target[:origin]
+        actual.append(target[origin : origin + data.horizon])
+        naive.append(M.naive_forecast(history, data.horizon))
+        snaive.append(M.seasonal_naive_forecast(history, data.horizon, period))
+        scales.append(M.mase_scale(target[: split.train_end[window.series_index]], period))
+    y = np.stack(actual).astype(np.float64)  # (N, H, C)
+    scale = np.stack(scales)[:, None, :]  # (N, 1, C)
+    point = predicted[..., forecaster._point_index()]
+    forecasts = {"model": point, "naive": np.stack(naive), "seasonal_naive": np.stack(snaive)}
+    report: dict[str, Any] = {
+        "windows": len(y),
+        "horizon": data.horizon,
+        "seasonal_period": period,
+        "units": "scaled" if scaled else "data",
+    }
+    for name, values in forecasts.items():
+        report[name] = _scores(y, values, scale)
+    report["skill"] = {
+        f"vs_{b}": {
+            k: M.skill(report["model"][k], report[b][k]) for k in ("mae", "mse", "smape", "mase")
+        }
+        for b in BASELINES
+    }
+    report["beats"] = {b: bool(report["skill"][f"vs_{b}"]["mae"] > 0) for b in BASELINES}
+    report["mae_by_horizon"] = {
+        name: np.mean(np.abs(y - v), axis=(0, 2)).tolist() for name, v in forecasts.items()
+    }
+    qs = forecaster.config.quantiles
+    if len(qs) >= 3:
+        lower, upper = predicted[..., 0], predicted[..., -1]
+        report["interval"] = {
+            "level": round(qs[-1] - qs[0], 6),
+            "coverage": M.coverage(y, lower, upper),
+            "crossings": int(np.sum(np.diff(predicted, axis=-1) < 0)),
+        }
+    return report
+
+
+def _scores(y: np.ndarray, y_hat: np.ndarray, scale: np.ndarray) -> dict[str, float]:
+    scores = M.point_metrics(y, y_hat, 1.0)
+    scores["mase"] = float(np.mean(np.abs(y - y_hat) / np.where(scale > 0, scale, np.nan)))
+    return scores
+
+
+def backtest(
+    config: ForecastConfig,
+    frame: pd.DataFrame | SeriesSet,
+    *,
+    folds: int = 3,
+    mode: str = "expanding",
+    step: int = 0,
+) -> dict[str, Any]:
+    """Refit and evaluate at ``folds`` origins, ``step`` steps apart (default: one horizon)."""
+    if mode not in ("expanding", "sliding"):
+        raise ValueError(f"mode must be 'expanding' or 'sliding'; got {mode!r}")
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
+        raise ValueError(f"folds must be a positive integer, got {folds!r}")
+    data = config.data
+    step = step or data.horizon
+    test = data.test_size or data.horizon
+    fold_config = dataclasses.replace(config, data=dataclasses.replace(data, test_size=test))
+    series_set = frame if isinstance(frame, SeriesSet) else Forecaster(fold_config).load(frame)
+    shortest = min(len(s) for s in series_set.series)
+    first_end = shortest - (folds - 1) * step
+    results = []
+    for k in range(folds):
+        end = first_end + k * step
+        start = 0 if mode == "expanding" else k * step
+        subset = series_set.slice_time(start, end)
+        forecaster = Forecaster(fold_config)
+        forecaster.fit(subset)
+        report = evaluate(forecaster, subset)
+        results.append({"fold": k, "train_end": end - test, "end": end, **report})
+        log.info(
+            "fold %d/%d: model MAE %.4g, seasonal naive MAE %.4g",
+            k + 1,
+            folds,
+            report["model"]["mae"],
+            report["seasonal_naive"]["mae"],
+        )
+    summary = {
+        name: {
+            metric: float(np.mean([r[name][metric] for r in results])) for metric in M.POINT_METRICS
+        }
+        for name in ("model", *BASELINES)
+    }
+    summary["beats"] = {b: bool(summary["model"]["mae"] < summary[b]["mae"]) for b in BASELINES}
+    return {"mode": mode, "folds": results, "mean": summary}

@@ -1,0 +1,307 @@
+"""``Forecaster``: fit and predict on DataFrames, evaluate against baselines, save and load.
+
+Each series is split chronologically; windows for each part may read history from before it:
+
+    series   |========== train ==========|=== val ===|=== test ===|
+    scaler   fitted here only
+    windows  targets inside train          inside val   inside test (evaluate)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from lstmkit.data.scaling import SeriesScaler
+from lstmkit.data.timeseries import SeriesSet, SeriesSpec, check_min_length, load_series
+from lstmkit.data.windowing import Window, WindowDataset
+from lstmkit.tasks.forecasting.config import DataConfig, ForecastConfig
+from lstmkit.tasks.forecasting.losses import forecast_loss
+from lstmkit.tasks.forecasting.models import Shapes, build_model
+from lstmkit.training import FitResult, StepOutput, Trainer, load_weights
+from lstmkit.training.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+FORMAT = "lstmkit.forecaster/1"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Positions of each series' parts: train [0, train_end), val, test [test_start, n)."""
+
+    train_end: list[int]
+    test_start: list[int]
+
+
+def series_spec(data: DataConfig) -> SeriesSpec:
+    return SeriesSpec(
+        time_col=data.time_col,
+        targets=data.targets,
+        id_col=data.id_col,
+        past_covariates=data.past_covariates,
+        future_covariates=data.future_covariates,
+        static_covariates=data.static_covariates,
+        freq=data.freq,
+        fill=data.fill,
+    )
+
+
+class Forecaster:
+    """An LSTM forecaster: ``fit(frame)``, ``predict(frame)``, ``evaluate(frame)``, ``save``."""
+
+    def __init__(self, config: ForecastConfig) -> None:
+        if not isinstance(config, ForecastConfig):
+            raise ValueError(f"config must be a ForecastConfig, got {type(config).__name__}")
+        self.config = config
+        self.model: torch.nn.Module | None = None
+        self.scaler: SeriesScaler | None = None
+        self.freq: str | None = None
+        self.fit_result: FitResult | None = None
+
+    # ------------------------------------------------------------------ data
+    def load(self, frame: pd.DataFrame) -> SeriesSet:
+        """Validate ``frame`` into series (errors name the column, row or timestamp)."""
+        series_set = load_series(frame, series_spec(self.config.data))
+        for note in series_set.report:
+            log.info("%s", note)
+        return series_set
+
+    def split(self, series_set: SeriesSet) -> Split:
+        data = self.config.data
+        held = data.test_size + data.validation_steps
+        check_min_length(
+            series_set,
+            data.input_len + data.horizon + held,
+            f"input_len {data.input_len} + horizon {data.horizon} + validation "
+            f"{data.validation_steps} + test {data.test_size}",
+        )
+        train_end = [len(s) - held for s in series_set.series]
+        test_start = [len(s) - data.test_size for s in series_set.series]
+        return Split(train_end, test_start)
+
+    def windows(
+        self, scaled: SeriesSet, first: list[int], last: list[int], stride: int | None = None
+    ) -> WindowDataset:
+        data = self.config.data
+        return WindowDataset(
+            scaled,
+            data.input_len,
+            data.horizon,
+            stride=stride or data.stride,
+            first_target=first,
+            last=last,
+            channel_independent=data.channel_independent,
+        )
+
+    def shapes(self, series_set: SeriesSet) -> Shapes:
+        data = self.config.data
+        n_targets = 1 if data.channel_independent else len(data.targets)
+        n_future = len(data.future_covariates)
+        return Shapes(
+            input_len=data.input_len,
+            horizon=data.horizon,
+            n_targets=n_targets,
+            n_past=len(data.past_covariates) + n_future,
+            n_future=n_future,
+            n_static=len(data.static_covariates),
+            quantiles=self.config.quantiles,
+        )
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        frame: pd.DataFrame | SeriesSet,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+    ) -> FitResult:
+        """Train on every series' train part, early-stopping on its validation part."""
+        series_set = frame if isinstance(frame, SeriesSet) else self.load(frame)
+        split = self.split(series_set)
+        self.freq = series_set.freq
+        self.scaler = SeriesScaler(self.config.data.scaler).fit(series_set, stop=split.train_end)
+        scaled = self.scaler.transform(series_set)
+        train = self.windows(scaled, [0] * len(split.train_end), split.train_end)
+        val = self.windows(scaled, split.train_end, split.test_start, stride=1)
+        log.info(
+            "%d training and %d validation windows over %d series",
+            len(train),
+            len(val),
+            len(series_set),
+        )
+        torch.manual_seed(self.config.train.seed)
+        self.model = build_model(self.config.model, self.shapes(series_set))
+        trainer = Trainer(
+            self.model,
+            self._step,
+            self.config.train,
+            run_dir=run_dir,
+            saved_config={"forecast": self.config.to_dict()},
+        )
+        self.fit_result = trainer.fit(train, val, resume=resume)
+        self.model.cpu().eval()
+        return self.fit_result
+
+    def _step(self, model: torch.nn.Module, batch: dict[str, Tensor], state: Any) -> StepOutput:
+        predicted = model(batch)  # (B, H, C, Q)
+        qs = self.config.quantiles
+        quantiles = torch.tensor(qs, device=predicted.device) if qs else None
+        loss = forecast_loss(self.config.loss, batch["target"], predicted, quantiles)
+        point = predicted[..., self._point_index()]
+        metrics = {
+            "mae": (point - batch["target"]).abs().mean().item(),
+            "mse": (point - batch["target"]).pow(2).mean().item(),
+        }
+        return StepOutput(loss, weight=batch["target"].shape[0], metrics=metrics)
+
+    def _point_index(self) -> int:
+        return self.config.quantiles.index(0.5) if self.config.quantiles else 0
+
+    def _require_fitted(self) -> tuple[torch.nn.Module, SeriesScaler]:
+        if self.model is None or self.scaler is None:
+            raise ValueError("this Forecaster is not fitted yet: call fit() or Forecaster.load()")
+        return self.model, self.scaler
+
+    # ------------------------------------------------------------------ predict
+    @torch.no_grad()
+    def forecast_windows(
+        self, dataset: WindowDataset, batch_size: int = 256, scaled: bool = False
+    ) -> np.ndarray:
+        """Forecasts for every window, (N, H, C, Q), in the data's units (or the scaler's)."""
+        model, scaler = self._require_fitted()
+        model.eval()
+        outputs = []
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            predicted = model(batch)  # (B, H, C, Q), scaled units
+            if scaled:
+                outputs.append(predicted.numpy())
+                continue
+            channel = batch.get("channel")  # (B,) when channel-independent
+            if channel is None:
+                values = [
+                    scaler.inverse_target(predicted[..., q], batch["series"])
+                    for q in range(predicted.shape[-1])
+                ]  # each (B, H, C)
+            else:
+                values = [
+                    scaler.inverse_target(
+                        predicted[..., 0, q], batch["series"], channel=channel
+                    ).unsqueeze(-1)
+                    for q in range(predicted.shape[-1])
+                ]  # each (B, H, 1)
+            outputs.append(torch.stack(values, dim=-1).numpy())
+        return np.concatenate(outputs) if outputs else np.zeros((0,))
+
+    def predict(self, frame: pd.DataFrame | SeriesSet) -> pd.DataFrame:
+        """Forecast ``horizon`` steps after the end of each series in ``frame``.
+
+        Returns a long table: series id, time, target column name, ``forecast`` (the point
+        forecast) and one ``q<level>`` column per quantile.
+        """
+        _, scaler = self._require_fitted()
+        data = self.config.data
+        series_set = frame if isinstance(frame, SeriesSet) else self.load(frame)
+        if data.future_covariates:
+            raise ValueError(
+                "predict() beyond the data needs the future covariates of the "
+                "horizon; use evaluate()/forecast_windows() on a frame that holds "
+                "them"
+            )
+        check_min_length(series_set, data.input_len, f"input_len {data.input_len}")
+        padded = _extend_for_origin(series_set, data.horizon)
+        scaled = scaler.transform(padded)
+        ends = [len(s) for s in padded.series]
+        dataset = self.windows(scaled, [e - data.horizon for e in ends], ends, stride=1)
+        values = self.forecast_windows(dataset)  # (N, H, C, Q)
+        return self._to_frame(padded, dataset, values)
+
+    def _to_frame(
+        self, series_set: SeriesSet, dataset: WindowDataset, values: np.ndarray
+    ) -> pd.DataFrame:
+        data, qs = self.config.data, self.config.quantiles
+        rows = []
+        for (window, channel), forecast in zip(item_windows(dataset), values, strict=True):
+            series = series_set.series[window.series_index]
+            origin = window.start + data.input_len
+            times = series.time[origin : origin + data.horizon]
+            channels = [data.targets[channel]] if channel is not None else list(data.targets)
+            for c, name in enumerate(channels):
+                for k, when in enumerate(times):
+                    row = {
+                        "series": series.id,
+                        "time": when,
+                        "target": name,
+                        "forecast": float(forecast[k, c, self._point_index()]),
+                    }
+                    for qi, q in enumerate(qs):
+                        row[f"q{q:g}"] = float(forecast[k, c, qi])
+                    rows.append(row)
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str | Path) -> Path:
+        """One safetensors file: config, weights, scaler statistics, frequency."""
+        model, scaler = self._require_fitted()
+        return save_checkpoint(
+            path,
+            {
+                "format": FORMAT,
+                "config": self.config.to_dict(),
+                "model": model.state_dict(),
+                "scaler": scaler.state_dict(),
+                "freq": self.freq,
+                "shapes": vars(model.shapes).copy(),
+            },
+        )
+
+    @classmethod
+    def load_from(cls, path: str | Path) -> Forecaster:
+        """Rebuild a fitted forecaster from ``save()``'s file (no code is run from it)."""
+        state = load_checkpoint(path)
+        if state.get("format") != FORMAT:
+            raise ValueError(
+                f"{path} is not a saved Forecaster (format {state.get('format')!r}, "
+                f"expected {FORMAT!r})"
+            )
+        forecaster = cls(ForecastConfig.from_dict(state["config"]))
+        shapes = Shapes(**{**state["shapes"], "quantiles": tuple(state["shapes"]["quantiles"])})
+        forecaster.model = build_model(forecaster.config.model, shapes)
+        load_weights(forecaster.model, state["model"], path)
+        forecaster.model.eval()
+        forecaster.scaler = SeriesScaler.from_state_dict(state["scaler"])
+        forecaster.freq = state["freq"]
+        return forecaster
+
+
+def item_windows(dataset: WindowDataset) -> list[tuple[Window, int | None]]:
+    """The (window, channel) behind each item; channel is None unless channel-independent."""
+    if not dataset.channel_independent:
+        return [(w, None) for w in dataset.windows]
+    return [(w, c) for w in dataset.windows for c in range(dataset.n_channels)]
+
+
+def _extend_for_origin(series_set: SeriesSet, horizon: int) -> SeriesSet:
+    """Append ``horizon`` future steps (NaN targets) so the last window's origin is the end."""
+    extended = []
+    for s in series_set.series:
+        time = pd.date_range(s.time[-1], periods=horizon + 1, freq=series_set.freq)[1:]
+        pad = lambda a: np.concatenate([a, np.full((horizon, a.shape[1]), np.nan, a.dtype)])  # noqa: E731
+        extended.append(
+            type(s)(
+                id=s.id,
+                time=s.time.append(time),
+                target=pad(s.target),
+                past=pad(s.past),
+                future=pad(s.future),
+                static=s.static,
+            )
+        )
+    return SeriesSet(spec=series_set.spec, freq=series_set.freq, series=extended, report=[])

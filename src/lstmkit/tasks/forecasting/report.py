@@ -1,0 +1,135 @@
+"""A forecasting run directory: the fitted forecaster, ``metrics.json`` and the plots.
+
+RUN_DIR/
+  config.json, environment.json, metrics.csv, checkpoints/   (written by the Trainer)
+  forecaster.safetensors     the fitted model, scaler and config (Forecaster.load_from)
+  metrics.json               model and baselines on the held-out test part, skill scores
+  forecast.png               the last test window of the first series, with its interval
+  error_by_horizon.png       MAE at each step ahead, model against both baselines
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstmkit.data.timeseries import SeriesSet
+from lstmkit.tasks.forecasting import metrics as M
+from lstmkit.tasks.forecasting.evaluation import evaluate
+from lstmkit.tasks.forecasting.forecaster import Forecaster, item_windows
+from lstmkit.tasks.forecasting.plots import plot_error_by_horizon, plot_forecast
+from lstmkit.training.checkpoint import atomic_write_text
+
+
+@dataclass(frozen=True)
+class RunReport:
+    metrics: dict[str, Any] | None  # evaluate()'s report, or None without a test part
+    forecaster_path: Path
+    metrics_path: Path | None
+    plots: list[Path]
+
+
+def write_run_report(
+    forecaster: Forecaster, series_set: SeriesSet, run_dir: str | Path
+) -> RunReport:
+    """Save the forecaster; with a test part, also score it and draw the plots."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = forecaster.save(run_dir / "forecaster.safetensors")
+    if not forecaster.config.data.test_size:
+        return RunReport(None, saved, None, [])
+    report = evaluate(forecaster, series_set)
+    metrics_path = run_dir / "metrics.json"
+    atomic_write_text(metrics_path, json.dumps(report, indent=2, allow_nan=True))
+    plots = [
+        plot_last_window(forecaster, series_set, run_dir / "forecast.png"),
+        plot_error_by_horizon(
+            run_dir / "error_by_horizon.png",
+            report["mae_by_horizon"],
+            title="Test MAE by steps ahead",
+        ),
+    ]
+    return RunReport(report, saved, metrics_path, plots)
+
+
+def plot_last_window(forecaster: Forecaster, series_set: SeriesSet, path: Path) -> Path:
+    """The last test window of the first series and its first target."""
+    data = forecaster.config.data
+    series = series_set.series[0]
+    n = len(series)
+    origin = n - data.horizon
+    scaled = forecaster.scaler.transform(series_set)
+    windows = forecaster.windows(
+        scaled,
+        [origin] + [len(s) for s in series_set.series[1:]],
+        [len(s) for s in series_set.series],
+        stride=1,
+    )
+    first = next(
+        i for i, (w, c) in enumerate(item_windows(windows)) if w.series_index == 0 and not c
+    )
+    values = forecaster.forecast_windows(_Subset(windows, first))[0]  # (H, C, Q)
+    qs = forecaster.config.quantiles
+    history_start = max(0, origin - 4 * max(data.input_len, data.horizon))
+    target = series.target[:, 0]
+    period = data.period(series_set.freq)
+    baseline = (
+        M.seasonal_naive_forecast(target[:origin, None], data.horizon, period)[:, 0]
+        if origin >= period
+        else None
+    )
+    return plot_forecast(
+        path,
+        series.time[history_start:origin],
+        target[history_start:origin],
+        series.time[origin:],
+        values[:, 0, forecaster._point_index()],
+        actual=target[origin:],
+        lower=values[:, 0, 0] if len(qs) >= 3 else None,
+        upper=values[:, 0, -1] if len(qs) >= 3 else None,
+        interval_label=f"{round(100 * (qs[-1] - qs[0]))}% interval" if qs else "",
+        baseline=baseline,
+        baseline_label=f"seasonal naive (m={period})",
+        title=f"{series.id}: {data.targets[0]}, last {data.horizon} steps",
+    )
+
+
+class _Subset:
+    """One window of a WindowDataset, as a dataset of length 1."""
+
+    def __init__(self, dataset: Any, index: int) -> None:
+        self.dataset, self.index = dataset, index
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[self.index]
+
+
+def format_table(report: dict[str, Any]) -> list[str]:
+    """Rows of a model-vs-baselines table for the CLI to print."""
+    rows = [f"{'':24}{'MAE':>10}{'RMSE':>10}{'sMAPE %':>10}{'MASE':>8}"]
+    for name, label in (
+        ("model", "LSTM"),
+        ("naive", "naive"),
+        ("seasonal_naive", f"seasonal naive (m={report['seasonal_period']})"),
+    ):
+        s = report[name]
+        rows.append(
+            f"{label:24.24}{s['mae']:>10.4g}{s['rmse']:>10.4g}{s['smape']:>10.3g}{s['mase']:>8.3f}"
+        )
+    for base in ("naive", "seasonal_naive"):
+        skill = report["skill"][f"vs_{base}"]["mae"]
+        verdict = "beats" if report["beats"][base] else "does NOT beat"
+        rows.append(f"LSTM {verdict} {base.replace('_', ' ')}: MAE skill {skill:+.3f}")
+    if "interval" in report:
+        iv = report["interval"]
+        rows.append(f"{round(100 * iv['level'])}% interval coverage: {iv['coverage']:.3f}")
+    if not np.isfinite(report["model"]["mae"]):
+        rows.append("warning: the model's MAE is not finite")
+    return rows

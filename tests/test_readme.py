@@ -1,16 +1,22 @@
-"""The README quick start runs as written."""
+"""The README quick start, and the guides' complete examples, run as written."""
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RUNNABLE = [README, ROOT / "docs" / "forecasting.md"]  # guides whose examples are complete
 
 
-def test_readme_python_blocks_run():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "the README has no python example"
+@pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: p.name)
+def test_python_examples_run(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples may write files
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+    assert blocks, f"{path.name} has no python example"
     for block in blocks:
-        exec(compile(block, str(README), "exec"), {})
+        exec(compile(block, str(path), "exec"), {})
 
 
 def test_readme_names_the_two_commands_ci_uses():

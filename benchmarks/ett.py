@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--normalization", default="last")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--max-steps", type=int, default=0, help="optimiser steps cap (0: none)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--stride", type=int, default=1, help="between training windows")

@@ -10,14 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lstmkit.data.series_loading import load_series, read_table
 from lstmkit.data.timeseries import (
     FILL_STRATEGIES,
     Series,
     SeriesSet,
     SeriesSpec,
     check_min_length,
-    load_series,
-    read_table,
 )
 
 
@@ -342,7 +341,7 @@ def test_fill_strategies_golden(fill: str, target: list[float], covariate: list[
 
 
 def test_fill_notes_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="lstmkit.data.timeseries"):
+    with caplog.at_level(logging.INFO, logger="lstmkit.data.series_loading"):
         load_series(_gappy_frame(), _gappy_spec("ffill"))
     assert "1 missing timestamp(s) filled by ffill" in caplog.text
 

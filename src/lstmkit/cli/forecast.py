@@ -47,7 +47,7 @@ def _fail(err: Exception) -> None:
 
 
 def _read(path: Path):
-    from lstmkit.data.timeseries import read_table
+    from lstmkit.data.series_loading import read_table
 
     return read_table(path)
 

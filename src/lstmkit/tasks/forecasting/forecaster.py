@@ -21,7 +21,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lstmkit.data.scaling import SeriesScaler
-from lstmkit.data.timeseries import SeriesSet, SeriesSpec, check_min_length, load_series
+from lstmkit.data.series_loading import load_series
+from lstmkit.data.timeseries import SeriesSet, SeriesSpec, check_min_length
 from lstmkit.data.windowing import Window, WindowDataset
 from lstmkit.tasks.forecasting.config import DataConfig, ForecastConfig
 from lstmkit.tasks.forecasting.losses import forecast_loss

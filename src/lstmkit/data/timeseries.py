@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 
@@ -22,7 +21,6 @@ from lstmkit.data.padding import _check_int
 
 __all__ = ["FILL_STRATEGIES", "Series", "SeriesSet", "SeriesSpec", "check_min_length"]
 
-logger = logging.getLogger(__name__)
 
 FILL_STRATEGIES: tuple[str, ...] = ("none", "ffill", "interpolate", "zero")
 WIDE_SERIES_ID = "series"

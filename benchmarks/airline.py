@@ -31,17 +31,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as run_dir:
         fit, report = run_demo(run_dir)
     metrics = report.metrics
-    meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "machine": platform.processor() or platform.machine(), "threads": args.threads,
-            "torch": torch.__version__,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "steps": fit.steps, "seconds": round(fit.seconds, 1), "stopped": fit.reason}
+    meta = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "steps": fit.steps,
+        "seconds": round(fit.seconds, 1),
+        "stopped": fit.reason,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "metrics": metrics}, indent=2))
-    lines = ["# Airline passengers: forecast of 1960 (the demo)", "",
-             f"Command: `{meta['command']}`  ", f"Date: {meta['date']}; torch {meta['torch']}; "
-             f"{args.threads} threads; {fit.steps} steps in {fit.seconds:.1f} s", "", "```",
-             *format_table(metrics), "```"]
+    lines = [
+        "# Airline passengers: forecast of 1960 (the demo)",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Date: {meta['date']}; torch {meta['torch']}; "
+        f"{args.threads} threads; {fit.steps} steps in {fit.seconds:.1f} s",
+        "",
+        "```",
+        *format_table(metrics),
+        "```",
+    ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -104,6 +104,11 @@ def adding(
         console.print(f"  run directory: {out}")
 
 
+from lstmkit.cli.text import text_app  # noqa: E402  (subcommands register after the app)
+
+app.add_typer(text_app, name="text")
+
+
 def main() -> None:
     app()
 

@@ -143,7 +143,7 @@ def generate(
         )
         loaded = load_language_model(run)
         pieces = generate_text(loaded.model, loaded.tokenizer, prompt, config)
-        first = next(pieces)  # validates the prompt before anything is printed
+        first = next(pieces, "")  # validates the prompt before anything is printed
     except ValueError as err:
         raise _fail(err) from err
     typer.echo(prompt + first, nl=False)

@@ -27,10 +27,27 @@ def _adding_smoke(run_dir: Path) -> Any:
     return train_adding(config, default_train_config(max_epochs=1, batch_size=32), run_dir)
 
 
+def _language_model_smoke(run_dir: Path) -> Any:
+    from lstmkit.data.text import builtin_corpus, split_text
+    from lstmkit.tasks.language_model import LanguageModelConfig, train_language_model
+    from lstmkit.training import TrainConfig
+
+    train_text, val_text = split_text(builtin_corpus("shakespeare"), 0.1)
+    config = LanguageModelConfig(embedding_size=16, hidden_size=32, num_layers=1, bptt=32)
+    return train_language_model(
+        config, train_text, val_text, TrainConfig(max_epochs=1, max_steps=4), run_dir=run_dir
+    )
+
+
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
         TaskSpec("adding", "the adding problem: long-term memory on synthetic data", _adding_smoke),
+        TaskSpec(
+            "language_model",
+            "language modelling and text generation on any UTF-8 text",
+            _language_model_smoke,
+        ),
     )
 }
 

@@ -1,0 +1,176 @@
+"""Text generation from a language model: greedy, sampling (temperature, top-k, top-p), beam search.
+
+The model reads the prompt once, then one token at a time with its state carried (the LSTM never
+re-reads the text). ``generate`` is a generator: it yields each new piece of text as soon as its
+token is chosen, so a caller can stream it to a terminal (the CLI does).
+
+Sampling, per step (as Hugging Face ``generate``): logits / temperature, keep the ``top_k``
+most likely tokens, then the smallest set of those whose probability adds up to ``top_p``
+(nucleus sampling, Holtzman et al. 2020), renormalise and draw with a seeded generator.
+Beam search keeps the ``beam_size`` highest-scoring continuations (sum of log-probabilities);
+all have the same length, so no length penalty is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lstmkit.data.tokenizers import Tokenizer
+from lstmkit.nn.validation import check_choice
+from lstmkit.tasks.language_model import LanguageModel
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("sample", "greedy", "beam")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to continue a prompt; invalid values raise ``ValueError`` naming field and value."""
+
+    max_new_tokens: int = 200  # tokens to generate (at least 1)
+    strategy: str = "sample"  # "sample", "greedy" or "beam"
+    temperature: float = 1.0  # sample: > 0; below 1 sharpens, above 1 flattens
+    top_k: int = 0  # sample: keep the k most likely tokens; 0 = all
+    top_p: float = 1.0  # sample: nucleus mass in (0, 1]; 1 = all
+    beam_size: int = 4  # beam: continuations kept
+    seed: int = 0  # sample: the draws are reproducible for a seed
+
+    def __post_init__(self) -> None:
+        _check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_choice("strategy", self.strategy, STRATEGIES)
+        temperature = self.temperature
+        if not _is_real(temperature) or not math.isfinite(temperature) or temperature <= 0:
+            raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+        _check_int("top_k", self.top_k, 0)
+        if not _is_real(self.top_p) or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
+        _check_int("beam_size", self.beam_size, 1)
+        _check_int("seed", self.seed, 0)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """``logits`` (..., V) with every token outside the top-k / top-p set set to -inf."""
+    out = logits.clone()
+    if 0 < top_k < logits.shape[-1]:
+        kept = torch.topk(logits, top_k, dim=-1).indices  # (..., k)
+        mask = torch.ones_like(logits, dtype=torch.bool).scatter_(-1, kept, False)
+        out = out.masked_fill(mask, -math.inf)
+    if top_p < 1.0:
+        # sort the logits, not the probabilities: equal probabilities can have unequal logits
+        ranked, order = torch.sort(out, dim=-1, descending=True, stable=True)
+        probs = torch.softmax(ranked, dim=-1)  # (..., V), most likely first
+        mass_before = torch.cumsum(probs, dim=-1) - probs  # (..., V) mass of the likelier ones
+        drop_sorted = mass_before >= top_p  # the most likely token is always kept
+        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
+        out = out.masked_fill(drop, -math.inf)
+    return out
+
+
+def sample_next(
+    logits: Tensor, config: GenerationConfig, generator: torch.Generator | None = None
+) -> Tensor:
+    """One token per row of ``logits`` (B, V) -> (B,), by ``config.strategy`` sample or greedy."""
+    if config.strategy == "greedy":
+        return logits.argmax(dim=-1)
+    filtered = filter_logits(logits / config.temperature, config.top_k, config.top_p)
+    probs = torch.softmax(filtered.float(), dim=-1)  # (B, V), zero outside the allowed set
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The prompt's ids; a prompt the vocabulary cannot express is a ``ValueError``."""
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError(f"prompt must be a non-empty string (e.g. a newline), got {prompt!r}")
+    lacking = tokenizer.missing(prompt)
+    if lacking and tokenizer.kind == "char":
+        raise ValueError(
+            f"the prompt has {len(lacking)} character(s) the vocabulary lacks: "
+            f"{''.join(lacking[:20])!r}; use only characters seen in training"
+        )
+    if lacking:
+        log.warning("prompt words read as unknown tokens: %s", lacking[:10])
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError(f"the prompt {prompt!r} has no tokens; give some text (or a newline)")
+    return ids
+
+
+@torch.no_grad()
+def generate_ids(
+    model: LanguageModel, prompt_ids: list[int], config: GenerationConfig
+) -> Iterator[int]:
+    """Yield ``config.max_new_tokens`` token ids continuing ``prompt_ids``, one at a time."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
+        if config.strategy == "beam":
+            yield from _beam_search(model, prompt, config)
+            return
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        log_probs, state = model.next_log_probs(prompt)  # (1, V)
+        for produced in range(config.max_new_tokens):
+            token = sample_next(log_probs, config, generator)  # (1,)
+            yield int(token.item())
+            if produced + 1 < config.max_new_tokens:
+                log_probs, state = model.next_log_probs(token.view(1, 1), state)
+    finally:
+        model.train(was_training)
+
+
+def _beam_search(model: LanguageModel, prompt: Tensor, config: GenerationConfig) -> Iterator[int]:
+    log_probs, (h, c) = model.next_log_probs(prompt)  # (1, V); (L, 1, P), (L, 1, H)
+    width = min(config.beam_size, log_probs.shape[-1])
+    scores, tokens = torch.topk(log_probs[0], width)  # (K,), (K,)
+    sequences = tokens.view(width, 1)  # (K, 1)
+    state = (h.expand(-1, width, -1).contiguous(), c.expand(-1, width, -1).contiguous())
+    for _ in range(config.max_new_tokens - 1):
+        log_probs, (h, c) = model.next_log_probs(sequences[:, -1:], state)  # (K, V)
+        vocab = log_probs.shape[-1]
+        total = (scores[:, None] + log_probs).flatten()  # (K * V,)
+        scores, flat = torch.topk(total, width)
+        beam, token = flat // vocab, flat % vocab  # which continuation, which next token
+        sequences = torch.cat([sequences[beam], token[:, None]], dim=1)  # (K, t + 1)
+        state = (h[:, beam], c[:, beam])
+    yield from sequences[0].tolist()  # the best continuation (topk sorts, best first)
+
+
+def generate(
+    model: LanguageModel, tokenizer: Tokenizer, prompt: str, config: GenerationConfig
+) -> Iterator[str]:
+    """Yield the continuation of ``prompt`` as text, piece by piece as tokens are chosen.
+
+    Pieces are the growth of the decoded text, so a multi-byte character split over BPE tokens
+    comes out whole once its last byte arrives.
+    """
+    ids = encode_prompt(tokenizer, prompt)
+    produced: list[int] = []
+    emitted = ""
+    for token in generate_ids(model, ids, config):
+        produced.append(token)
+        text = tokenizer.decode(produced)
+        if text.endswith("\ufffd"):
+            continue  # an incomplete UTF-8 sequence: wait for its remaining bytes
+        yield text[len(emitted) :]
+        emitted = text
+    text = tokenizer.decode(produced)
+    if len(text) > len(emitted):
+        yield text[len(emitted) :]

@@ -257,3 +257,33 @@ def test_unknown_monitor_lists_what_validation_reports():
         r"reports \['val_loss'\]",
     ):
         Trainer(Tiny(), mse_step, config).fit(_regression_data(), _regression_data(16))
+
+
+def test_time_budget_epoch_hook_extras_and_checkpoint_at_each_validation(tmp_path):
+    seen = []
+
+    class Epochs(TensorDataset):
+        def set_epoch(self, epoch):
+            seen.append(epoch)
+
+    data = _regression_data()
+    train = Epochs(*data.tensors)
+    config = TrainConfig(max_epochs=3, batch_size=16, eval_every=2)
+    trainer = Trainer(
+        Tiny(),
+        mse_step,
+        config,
+        run_dir=tmp_path,
+        checkpoint_extras={"tokenizer": {"kind": "char", "vocab": ["a", "b"]}},
+    )
+    result = trainer.fit(train, _regression_data(16, 1))
+    assert seen == [0, 1, 2]
+    assert all(h["elapsed_s"] >= 0 for h in result.history)
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.safetensors")
+    assert saved["extras"]["tokenizer"]["vocab"] == ["a", "b"]
+    assert "tokenizer" not in json.loads((tmp_path / "config.json").read_text())
+    assert saved["position"]["step"] == 12
+
+    slow = TrainConfig(max_epochs=1000, batch_size=16, max_seconds=0.2)
+    result = Trainer(Tiny(), mse_step, slow).fit(_regression_data())
+    assert "reached max_seconds=0.2" in result.reason and result.steps < 4000

@@ -135,6 +135,7 @@ class TrainConfig:
 
     max_epochs: int = 10
     max_steps: int = 0  # optimiser steps at most; 0 = no limit besides max_epochs
+    max_seconds: float = 0.0  # wall-time budget for fit(); 0 = none (stops after a step)
     batch_size: int = 32  # global batch: split across processes in distributed runs
     grad_accum: int = 1  # micro-batches per optimiser step
     clip_norm: float | None = 1.0  # clip the global gradient norm to this; None = off
@@ -166,6 +167,7 @@ class TrainConfig:
             ("log_every", 1),
         ):
             _integer("", name, getattr(self, name), minimum=minimum)
+        _number("", "max_seconds", self.max_seconds, nonneg=True)
         for name in ("clip_norm", "clip_value"):
             value = getattr(self, name)
             ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0

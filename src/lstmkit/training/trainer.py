@@ -85,7 +85,9 @@ class Trainer:
 
     ``run_dir`` receives ``config.json``, ``environment.json``, ``metrics.csv`` and
     ``checkpoints/{last,best}.safetensors``. ``saved_config`` (e.g. the model's and the task's
-    settings) is stored next to the training config in every checkpoint.
+    settings) is stored next to the training config in every checkpoint and in config.json;
+    ``checkpoint_extras`` (e.g. a tokenizer) goes into the checkpoints only, under "extras".
+    A training set with a ``set_epoch(epoch)`` method is told each epoch before it is read.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class Trainer:
         run_dir: str | Path | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
         saved_config: Mapping[str, Any] | None = None,
+        checkpoint_extras: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -106,6 +109,7 @@ class Trainer:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.collate_fn = collate_fn
         self.saved_config = {"train": config.to_dict(), **dict(saved_config or {})}
+        self.checkpoint_extras = dict(checkpoint_extras or {})
         self.ctx = dist_util.context_from_env()
         self.device = resolve_device(config.device, self.ctx.local_rank)
         check_precision(config.precision, self.device)
@@ -154,6 +158,7 @@ class Trainer:
             total_steps = min(total_steps, cfg.max_steps)
         optimizer = build_optimizer(self.model, cfg.optim)
         run = _Run(
+            started=start,
             optimizer=optimizer,
             schedule=Schedule(optimizer, cfg.schedule, total_steps, cfg.early_stopping.mode),
             scaler=grad_scaler(cfg.precision, self.device),
@@ -169,6 +174,8 @@ class Trainer:
         try:
             while run.pos.epoch < cfg.max_epochs and not run.stop:
                 sampler.set_position(run.pos.epoch, run.pos.batch)
+                if hasattr(train_data, "set_epoch"):
+                    train_data.set_epoch(run.pos.epoch)
                 if run.pos.batch == 0:
                     run.carry = None  # a new pass over the data starts from a fresh state
                 loader = make_loader(
@@ -258,12 +265,17 @@ class Trainer:
             losses, seen, tick = [], 0, time.perf_counter()
             if cfg.eval_every and pos.step % cfg.eval_every == 0:
                 self._validate(net, val_data, run)
+                if not cfg.checkpoint_every:
+                    self._save(run)  # checkpoint_every=0: a checkpoint at each validation
             if cfg.checkpoint_every and pos.step % cfg.checkpoint_every == 0:
                 self._save(run)
             if run.stop:
                 return False
             if cfg.max_steps and pos.step >= cfg.max_steps:
                 run.reason = f"reached max_steps={cfg.max_steps}"
+                return True
+            if cfg.max_seconds and time.perf_counter() - run.started >= cfg.max_seconds:
+                run.reason = f"reached max_seconds={cfg.max_seconds:g} after {pos.step} steps"
                 return True
         return False
 
@@ -347,15 +359,16 @@ class Trainer:
             return
         pos = run.pos
         metrics = self.evaluate(net, val_data)
-        run.history.append({"step": pos.step, **metrics})
-        if self.ctx.is_main:
-            run.metrics_log.write(pos.step, pos.epoch, metrics)
         monitor = self.config.early_stopping.monitor
         if monitor not in metrics:
             raise ValueError(
                 f"early_stopping.monitor is {monitor!r}, but validation reports {sorted(metrics)}"
             )
         value = metrics[monitor]
+        metrics["elapsed_s"] = time.perf_counter() - run.started  # since this fit() began
+        run.history.append({"step": pos.step, **metrics})
+        if self.ctx.is_main:
+            run.metrics_log.write(pos.step, pos.epoch, metrics)
         run.schedule.after_eval(value)
         decision = run.stopper.update(value, pos.step)
         log.info("step %d: %s", pos.step, decision.reason)
@@ -366,7 +379,12 @@ class Trainer:
             if self.best_checkpoint is not None and self.ctx.is_main:
                 save_checkpoint(
                     self.best_checkpoint,
-                    {"config": self.saved_config, "model": run.best_weights, "step": pos.step},
+                    {
+                        "config": self.saved_config,
+                        "extras": self.checkpoint_extras,
+                        "model": run.best_weights,
+                        "step": pos.step,
+                    },
                 )
         if decision.stop:
             run.stop, run.reason = True, decision.reason
@@ -387,6 +405,7 @@ class Trainer:
             {
                 "format": CHECKPOINT_FORMAT,
                 "config": self.saved_config,
+                "extras": self.checkpoint_extras,
                 "model": self.model.state_dict(),
                 "optimizer": run.optimizer.state_dict(),
                 "schedule": run.schedule.state_dict(),
@@ -441,6 +460,7 @@ class Trainer:
 class _Run:
     """The mutable state of one ``fit`` call."""
 
+    started: float  # time.perf_counter() at the start of fit
     optimizer: torch.optim.Optimizer
     schedule: Schedule
     scaler: Any

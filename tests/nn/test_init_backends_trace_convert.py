@@ -48,12 +48,20 @@ def test_gate_slice_of_unknown_gate():
 
 
 # ---------------------------------------------------------------- backend choice
-def test_backend_choice_explains_itself():
+# Without the C++ kernel (LSTMKIT_DISABLE_KERNEL=1), as the auto choice was before it existed;
+# the kernel's own choices are tested in test_kernel.py.
+@pytest.fixture
+def no_kernel(monkeypatch):
+    monkeypatch.setenv("LSTMKIT_DISABLE_KERNEL", "1")
+
+
+def test_backend_choice_explains_itself(no_kernel):
     assert LSTM(3, 4).backend_choice.name == "fused"
     peephole = LSTM(3, 4, cell="peephole")
     assert peephole.backend_choice.name == "reference"
     assert peephole.explain_backend() == (
-        "reference backend: peephole connections are not supported by the fused kernel"
+        "reference backend: the C++ kernel is disabled (LSTMKIT_DISABLE_KERNEL=1); "
+        "peephole connections are not supported by the fused kernel"
     )
     assert "zoneout" in LSTM(3, 4, zoneout_cell=0.1).backend_choice.reason
     assert LSTM(3, 4, backend="reference").backend_choice.reason == (
@@ -61,7 +69,7 @@ def test_backend_choice_explains_itself():
     )
 
 
-def test_recurrent_dropout_needs_reference_only_while_training():
+def test_recurrent_dropout_needs_reference_only_while_training(no_kernel):
     lstm = LSTM(3, 4, recurrent_dropout=0.2)
     assert lstm.train().backend_choice.name == "reference"
     assert lstm.eval().backend_choice.name == "fused"
@@ -112,3 +120,19 @@ def test_to_torch_refuses_variants_and_warns_on_lost_regularisers(caplog):
 def test_from_torch_needs_a_torch_lstm():
     with pytest.raises(TypeError, match="from_torch expects a torch.nn.LSTM, got GRU"):
         LSTM.from_torch(torch.nn.GRU(3, 4))
+
+
+def test_auto_passes_over_the_kernel_where_it_measured_slower():
+    from lstmkit.nn.backends import select_backend
+    from lstmkit.nn.backends.kernel import kernel_unavailable
+
+    if kernel_unavailable() is not None:
+        pytest.skip(f"the C++ kernel is unavailable here: {kernel_unavailable()}")
+    wide = LSTM(3, 1024).train()
+    assert wide.backend_choice.name == "fused"
+    assert "slower than PyTorch's fused kernel above hidden_size 768 (got 1024)" in (
+        wide.backend_choice.reason
+    )
+    assert select_backend(LSTM(3, 512).config, training=True).name == "kernel"
+    # where fused cannot run the cell, the kernel stays the fast path at any size
+    assert LSTM(3, 1024, cell="peephole").train().backend_choice.name == "kernel"

@@ -7,6 +7,7 @@ from lstmkit.nn.convert import from_torch, to_torch
 from lstmkit.nn.dropout import LockedDropout, WeightDrop, Zoneout
 from lstmkit.nn.init import init_cell_
 from lstmkit.nn.recurrent import LSTM, GateTrace, LSTMTrace
+from lstmkit.nn.streaming import StreamingLSTM
 from lstmkit.nn.variants import CELLS, CIFGLSTMCell, LayerNormLSTMCell, PeepholeLSTMCell
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "LayerNormLSTMCell",
     "LockedDropout",
     "PeepholeLSTMCell",
+    "StreamingLSTM",
     "WeightDrop",
     "Zoneout",
     "from_torch",

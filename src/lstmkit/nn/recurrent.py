@@ -24,11 +24,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lstmkit.data.padding import check_lengths, mask_to_lengths
-from lstmkit.nn.backends import BACKENDS, BackendChoice, LayerRun, select_backend
+from lstmkit.nn.backends import BACKENDS, BackendChoice, LayerRun, Placement, select_backend
 from lstmkit.nn.cell import LSTMCell
 from lstmkit.nn.config import LSTMConfig
 from lstmkit.nn.dropout import LockedDropout, WeightDrop, Zoneout, dropout_mask
 from lstmkit.nn.init import init_cell_
+from lstmkit.nn.streaming import StreamingLSTM
 from lstmkit.nn.variants import cell_class
 
 State = tuple[Tensor, Tensor]
@@ -132,7 +133,13 @@ class LSTM(nn.Module):
     @property
     def backend_choice(self) -> BackendChoice:
         """Which backend runs this layer in its current mode (train/eval), and why."""
-        return select_backend(self.config, self.training)
+        weight = self.cells[0].weight_ih
+        placement = Placement(weight.device, weight.dtype)
+        return select_backend(self.config, self.training, placement=placement)
+
+    def stream(self, batch_size: int = 1) -> StreamingLSTM:
+        """A stepper that feeds this layer one observation at a time (``lstmkit.nn.streaming``)."""
+        return StreamingLSTM(self, batch_size)
 
     def explain_backend(self) -> str:
         choice = self.backend_choice
@@ -180,7 +187,9 @@ class LSTM(nn.Module):
         steps, batch = seq.shape[0], seq.shape[1]
         lengths = self._resolve_lengths(lengths, mask, batch, steps)
         h0, c0 = self._initial_state(state, seq, unbatched)
-        backend = BACKENDS["reference" if record else select_backend(cfg, self.training).name]
+        placement = Placement(seq.device, seq.dtype)
+        name = "reference" if record else select_backend(cfg, self.training, False, placement).name
+        backend = BACKENDS[name]
 
         layer_input = self.input_dropout(seq)  # (T, B, I)
         directions = cfg.num_directions

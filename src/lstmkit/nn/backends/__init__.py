@@ -2,21 +2,35 @@
 
 ``reference`` (PyTorch ops, a Python loop over time) runs every configuration and is what the
 gradient checks run on. ``fused`` calls PyTorch's own LSTM kernel (cuDNN on GPUs) for the
-configurations that kernel supports. ``auto`` takes the first backend in ``PREFERENCE`` that can
-run the configuration, and ``BackendChoice.reason`` says why the faster ones were passed over.
+configurations that kernel supports. ``kernel`` is lstmkit's own C++ loop over time for CPU
+tensors, built on first use (see ``docs/performance.md`` for how it compares). ``auto`` takes
+the first backend in ``PREFERENCE`` that can run the configuration on the layer's device and
+dtype, and ``BackendChoice.reason`` says why the faster ones were passed over.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from lstmkit.nn.backends.base import Backend, LayerOutput, LayerRun
+from lstmkit.nn.backends.base import Backend, LayerOutput, LayerRun, Placement
 from lstmkit.nn.backends.fused import FusedBackend
+from lstmkit.nn.backends.kernel import KernelBackend
 from lstmkit.nn.backends.reference import ReferenceBackend
 from lstmkit.nn.config import LSTMConfig
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (FusedBackend(), ReferenceBackend())}
-PREFERENCE: tuple[str, ...] = ("fused", "reference")  # fastest first
+BACKENDS: dict[str, Backend] = {
+    b.name: b for b in (KernelBackend(), FusedBackend(), ReferenceBackend())
+}
+# Fastest first, as measured (docs/performance.md). Training (forward+backward): the C++ kernel;
+# it declines non-CPU tensors, so on GPUs the fused (cuDNN) path wins. Inference: PyTorch's
+# fused kernel (oneDNN on CPUs) runs a forward pass of the standard cell faster, so it goes first
+# and the kernel takes the variants it cannot run.
+PREFERENCE: tuple[str, ...] = ("kernel", "fused", "reference")
+INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "reference")
+# Where the fused kernel can run the same thing, the C++ kernel trains faster only while the
+# recurrent weights stay cache-sized (benchmarks/results/kernel_selection.md: hidden 512 1.3x,
+# hidden 650 about even, hidden 1150 0.65x).
+KERNEL_MAX_HIDDEN = 768
 
 
 class BackendChoice(NamedTuple):
@@ -24,16 +38,27 @@ class BackendChoice(NamedTuple):
     reason: str  # why: asked for by name, or why faster backends could not run it
 
 
-def select_backend(config: LSTMConfig, training: bool, tracing: bool = False) -> BackendChoice:
-    """Pick the backend for ``config``; a backend asked for by name must be able to run it."""
+def select_backend(
+    config: LSTMConfig,
+    training: bool,
+    tracing: bool = False,
+    placement: Placement | None = None,
+) -> BackendChoice:
+    """Pick the backend for ``config``; a backend asked for by name must be able to run it.
+
+    ``placement`` (device and dtype of the layer's tensors) rules out backends that cannot run
+    there; None skips that check.
+    """
     if config.backend != "auto":
-        reason = BACKENDS[config.backend].unsupported(config, training, tracing)
+        reason = _unsupported(BACKENDS[config.backend], config, training, tracing, placement)
         if reason is not None:
             raise ValueError(f"backend {config.backend!r} cannot run this configuration: {reason}")
         return BackendChoice(config.backend, f"backend={config.backend!r} was requested")
     passed_over: list[str] = []
-    for name in PREFERENCE:
-        reason = BACKENDS[name].unsupported(config, training, tracing)
+    for name in PREFERENCE if training else INFERENCE_PREFERENCE:
+        reason = _unsupported(BACKENDS[name], config, training, tracing, placement)
+        if reason is None and name == "kernel":
+            reason = _kernel_slower(config, training, tracing, placement)
         if reason is None:
             why = (
                 "; ".join(passed_over) if passed_over else "fastest backend for this configuration"
@@ -43,4 +68,48 @@ def select_backend(config: LSTMConfig, training: bool, tracing: bool = False) ->
     raise RuntimeError("no backend can run this configuration: " + "; ".join(passed_over))
 
 
-__all__ = ["BACKENDS", "Backend", "BackendChoice", "LayerOutput", "LayerRun", "select_backend"]
+def _kernel_slower(
+    config: LSTMConfig,
+    training: bool,
+    tracing: bool,
+    placement: Placement | None,
+) -> str | None:
+    """Why ``auto`` passes over the C++ kernel for a faster fused run, or None."""
+    if _unsupported(BACKENDS["fused"], config, training, tracing, placement) is not None:
+        return None  # the fused kernel cannot run it: the C++ kernel is the fast path
+    if config.hidden_size > KERNEL_MAX_HIDDEN:
+        return (
+            f"the C++ kernel trains slower than PyTorch's fused kernel above hidden_size "
+            f"{KERNEL_MAX_HIDDEN} (got {config.hidden_size})"
+        )
+    return None
+
+
+def _unsupported(
+    backend: Backend,
+    config: LSTMConfig,
+    training: bool,
+    tracing: bool,
+    placement: Placement | None,
+) -> str | None:
+    """Why ``backend`` cannot run ``config`` where it would run, or None."""
+    check_placement = getattr(backend, "unsupported_placement", None)
+    if placement is not None and check_placement is not None:
+        reason = check_placement(placement)
+        if reason is not None:
+            return reason
+    return backend.unsupported(config, training, tracing)
+
+
+__all__ = [
+    "BACKENDS",
+    "INFERENCE_PREFERENCE",
+    "KERNEL_MAX_HIDDEN",
+    "PREFERENCE",
+    "Backend",
+    "BackendChoice",
+    "LayerOutput",
+    "LayerRun",
+    "Placement",
+    "select_backend",
+]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+import torch
 from torch import Tensor
 
 from lstmkit.nn.cell import LSTMCell
@@ -38,8 +39,19 @@ class LayerOutput(NamedTuple):
     c_n: Tensor  # (D, B, H)
 
 
+class Placement(NamedTuple):
+    """Where a layer's tensors live; backends that run only on some devices or dtypes check it."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+
 class Backend(Protocol):
-    """A way to run a layer. ``unsupported`` returns None or the reason it cannot run it."""
+    """A way to run a layer. ``unsupported`` returns None or the reason it cannot run it.
+
+    A backend tied to a device or dtype also defines ``unsupported_placement(placement) ->
+    str | None``; ``select_backend`` consults it when the placement is known.
+    """
 
     name: str
 

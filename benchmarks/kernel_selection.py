@@ -1,0 +1,112 @@
+"""Where the C++ kernel trains faster than PyTorch's fused LSTM: the data behind ``auto``.
+
+Forward+backward of the standard cell, kernel vs fused, in one process, at shapes people train
+(forecasters, AWD-LSTM-sized language models). ``lstmkit.nn.backends.KERNEL_MAX_HIDDEN`` and
+``auto``'s choice is shown beside each shape.
+
+    python benchmarks/kernel_selection.py --threads 2 --out benchmarks/results/kernel_selection.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from lstmkit.nn import LSTM
+
+# (batch, steps, input, hidden, layers)
+SHAPES = [
+    (1, 100, 32, 128, 1),
+    (64, 100, 32, 128, 1),
+    (128, 96, 7, 512, 1),
+    (64, 128, 256, 512, 2),
+    (32, 35, 650, 650, 2),
+    (20, 70, 400, 1150, 1),
+]
+
+
+def median_ms(backend: str, shape: tuple[int, ...], repeats: int) -> float:
+    batch, steps, inputs, hidden, layers = shape
+    torch.manual_seed(0)
+    lstm = LSTM(inputs, hidden, layers, backend=backend).train()
+    x = torch.randn(batch, steps, inputs, requires_grad=True)
+
+    def run() -> None:
+        out, _ = lstm(x)
+        out.sum().backward()
+
+    for _ in range(2):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2] * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/kernel_selection.json")
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()
+    rows = []
+    for shape in SHAPES:
+        fused = median_ms("fused", shape, args.repeats)
+        kernel = median_ms("kernel", shape, args.repeats)
+        rows.append(
+            {
+                "shape": shape,
+                "fused_ms": fused,
+                "kernel_ms": kernel,
+                "speedup": fused / kernel,
+                "auto": LSTM(shape[2], shape[3], shape[4]).train().backend_choice.name,
+            }
+        )
+        print(
+            f"{shape}: fused {fused:.1f} ms, kernel {kernel:.1f} ms, {fused / kernel:.2f}x",
+            flush=True,
+        )
+    meta = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "load_before": load,
+        "load_after": os.getloadavg(),
+    }
+    lines = [
+        "# C++ kernel vs fused, forward+backward of the standard cell",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Date: {meta['date']}; torch {meta['torch']}; {args.threads} threads; load "
+        f"average before {load[0]:.2f}",
+        "",
+        "| (B, T, I, H, layers) | fused ms | kernel ms | kernel speed-up | auto picks |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {tuple(r['shape'])} | {r['fused_ms']:.1f} | {r['kernel_ms']:.1f} | "
+        f"{r['speedup']:.2f}x | {r['auto']} |"
+        for r in rows
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

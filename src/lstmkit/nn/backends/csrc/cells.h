@@ -1,0 +1,268 @@
+// The gate arithmetic of one step for one sequence (one row), forward and backward, per cell.
+//
+// Gate blocks follow torch's layout along the last dim: z = [i | f | g | o], each H wide.
+//   plain:     c = σ(f) c' + σ(i) tanh(g),             m = σ(o) tanh(c)
+//   peephole:  i, f also see c' (p_i, p_f), o sees the new c (p_o)
+//   layernorm: z = xproj + LN_h(W_hh h') ;  m = σ(o) tanh(LN_c(c))
+// m is the hidden output before the optional projection h = W_hr m.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace lstmkit {
+
+enum CellKind : int64_t { kPlain = 0, kPeephole = 1, kLayerNorm = 2 };
+
+// exp for float: Cephes' range reduction and polynomial (about 1 ulp), branch-free so that
+// loops over it vectorise; double uses the library's exp.
+__attribute__((always_inline)) inline float exp_approx(float x) {
+  x = std::max(-87.3f, std::min(x, 88.3f));
+  // n = round(x / ln 2), truncating x/ln2 ± 1/2 (branches and std::floor block vectorising)
+  const int32_t ni = static_cast<int32_t>(x * 1.44269504088896341f + std::copysign(0.5f, x));
+  const float n = static_cast<float>(ni);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * __builtin_bit_cast(float, (ni + 127) << 23);  // 2^n
+}
+inline double exp_approx(double x) { return std::exp(x); }
+
+template <typename T>
+__attribute__((always_inline)) inline T sigmoid(T x) {
+  return T(1) / (T(1) + exp_approx(-x));
+}
+__attribute__((always_inline)) inline float tanh_approx(float x) { return 1.0f - 2.0f / (1.0f + exp_approx(2.0f * x)); }
+inline double tanh_approx(double x) { return std::tanh(x); }
+
+// Layer norm of one row in place: x <- (x - mean) * rstd; returns rstd.
+template <typename T>
+inline T normalize_row(T* x, int64_t n, T eps) {
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) sum += x[j];
+  const T mean = sum / T(n);
+  T sq = 0;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t j = 0; j < n; ++j) sq += (x[j] - mean) * (x[j] - mean);
+  const T rstd = T(1) / std::sqrt(sq / T(n) + eps);
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) x[j] = (x[j] - mean) * rstd;
+  return rstd;
+}
+
+// dx of y = LN(x) (no affine) given dy and x̂ = normalised x: rstd (dy - mean(dy) - x̂ mean(dy x̂)).
+template <typename T>
+inline void normalize_row_backward(const T* dy, const T* xhat, T rstd, int64_t n, T* dx) {
+  T s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
+  for (int64_t j = 0; j < n; ++j) {
+    s1 += dy[j];
+    s2 += dy[j] * xhat[j];
+  }
+  s1 /= T(n);
+  s2 /= T(n);
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) dx[j] = rstd * (dy[j] - s1 - xhat[j] * s2);
+}
+
+// Parameters of a cell beyond the weight matrices (null where the cell has none).
+template <typename T>
+struct CellParams {
+  int64_t kind = kPlain;
+  int64_t H = 0;
+  const T* peep = nullptr;     // (3, H) p_i, p_f, p_o
+  const T* ln_h_w = nullptr;   // (4H,) gain of LN over the recurrent pre-activations
+  const T* ln_h_b = nullptr;   // (4H,)
+  const T* ln_c_w = nullptr;   // (H,) gain of LN over c_t
+  const T* ln_c_b = nullptr;   // (H,)
+  T eps = T(1e-5);
+};
+
+// Per-row saved statistics of the layer-norm cell (null for other cells or without grad).
+template <typename T>
+struct LNSaved {
+  T* xhat_h = nullptr;  // (4H,) normalised recurrent pre-activation
+  T* rstd_h = nullptr;  // scalar
+  T* xhat_c = nullptr;  // (H,) normalised c_t
+  T* rstd_c = nullptr;  // scalar
+};
+
+// Forward of one row. `z` (4H) holds W_hh h' on entry and the activated gates [i f g o] on exit;
+// `x` (4H) is the input projection (biases included). Writes c (H) and m (H).
+template <typename T>
+inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* c_prev, T* c,
+                             T* m, const LNSaved<T>& ln, T* scratch) {
+  const int64_t H = p.H;
+  T* zi = z;
+  T* zf = z + H;
+  T* zg = z + 2 * H;
+  T* zo = z + 3 * H;
+  if (p.kind == kLayerNorm) {
+    const T rstd = normalize_row(z, 4 * H, p.eps);
+    if (ln.xhat_h != nullptr) {
+      std::memcpy(ln.xhat_h, z, sizeof(T) * 4 * H);
+      *ln.rstd_h = rstd;
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < 4 * H; ++j) z[j] = z[j] * p.ln_h_w[j] + p.ln_h_b[j] + x[j];
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = sigmoid(zi[j]), f = sigmoid(zf[j]), g = tanh_approx(zg[j]);
+      zi[j] = i;
+      zf[j] = f;
+      zg[j] = g;
+      zo[j] = sigmoid(zo[j]);
+      c[j] = f * c_prev[j] + i * g;
+      scratch[j] = c[j];
+    }
+    const T rstd_c = normalize_row(scratch, H, p.eps);
+    if (ln.xhat_c != nullptr) {
+      std::memcpy(ln.xhat_c, scratch, sizeof(T) * H);
+      *ln.rstd_c = rstd_c;
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j)
+      m[j] = zo[j] * tanh_approx(scratch[j] * p.ln_c_w[j] + p.ln_c_b[j]);
+  } else if (p.kind == kPeephole) {
+    const T* pi = p.peep;
+    const T* pf = p.peep + H;
+    const T* po = p.peep + 2 * H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T cp = c_prev[j];
+      const T i = sigmoid(zi[j] + x[j] + pi[j] * cp);
+      const T f = sigmoid(zf[j] + x[H + j] + pf[j] * cp);
+      const T g = tanh_approx(zg[j] + x[2 * H + j]);
+      const T cn = f * cp + i * g;
+      const T o = sigmoid(zo[j] + x[3 * H + j] + po[j] * cn);
+      zi[j] = i;
+      zf[j] = f;
+      zg[j] = g;
+      zo[j] = o;
+      c[j] = cn;
+      m[j] = o * tanh_approx(cn);
+    }
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = sigmoid(zi[j] + x[j]);
+      const T f = sigmoid(zf[j] + x[H + j]);
+      const T g = tanh_approx(zg[j] + x[2 * H + j]);
+      const T o = sigmoid(zo[j] + x[3 * H + j]);
+      const T cn = f * c_prev[j] + i * g;
+      zi[j] = i;
+      zf[j] = f;
+      zg[j] = g;
+      zo[j] = o;
+      c[j] = cn;
+      m[j] = o * tanh_approx(cn);
+    }
+  }
+}
+
+// Accumulators for the per-unit parameters of one thread (null where the cell has none).
+template <typename T>
+struct CellGrads {
+  T* peep = nullptr;    // (3, H)
+  T* ln_h_w = nullptr;  // (4H,)
+  T* ln_h_b = nullptr;  // (4H,)
+  T* ln_c_w = nullptr;  // (H,)
+  T* ln_c_b = nullptr;  // (H,)
+};
+
+// Backward of one row. Given the saved gates (4H), c' and c, dm (H) and the carried dc (H, updated
+// in place to dc'), writes dz (4H, the input projection's gradient) and da (4H, the gradient of
+// W_hh h'; the same as dz except in the layer-norm cell), and returns m in `m_out` if not null.
+template <typename T>
+inline void cell_backward_row(const CellParams<T>& p, const T* gates, const T* c_prev,
+                              const T* c, const T* dm, T* dc, T* dz, T* da,
+                              const LNSaved<T>& ln, const CellGrads<T>& g_acc, T* m_out,
+                              T* scratch) {
+  const int64_t H = p.H;
+  const T* gi = gates;
+  const T* gf = gates + H;
+  const T* gg = gates + 2 * H;
+  const T* go = gates + 3 * H;
+  if (p.kind == kLayerNorm) {
+    T* dchat = scratch;  // (H,) gradient of LN_c(c), then of c through the norm
+    T* dcn = scratch + H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T xc = ln.xhat_c[j];
+      const T th = tanh_approx(xc * p.ln_c_w[j] + p.ln_c_b[j]);
+      const T o = go[j];
+      if (m_out != nullptr) m_out[j] = o * th;
+      dz[3 * H + j] = dm[j] * th * o * (T(1) - o);
+      const T dy = dm[j] * o * (T(1) - th * th);
+      g_acc.ln_c_w[j] += dy * xc;
+      g_acc.ln_c_b[j] += dy;
+      dchat[j] = dy * p.ln_c_w[j];
+    }
+    normalize_row_backward(dchat, ln.xhat_c, *ln.rstd_c, H, dcn);
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = gi[j], f = gf[j], g = gg[j];
+      const T d = dc[j] + dcn[j];
+      dz[j] = d * g * i * (T(1) - i);
+      dz[H + j] = d * c_prev[j] * f * (T(1) - f);
+      dz[2 * H + j] = d * i * (T(1) - g * g);
+      dc[j] = d * f;
+    }
+    T* dxhat = scratch;  // (4H,) reuses the scratch
+#pragma omp simd
+    for (int64_t j = 0; j < 4 * H; ++j) {
+      g_acc.ln_h_w[j] += dz[j] * ln.xhat_h[j];
+      g_acc.ln_h_b[j] += dz[j];
+      dxhat[j] = dz[j] * p.ln_h_w[j];
+    }
+    normalize_row_backward(dxhat, ln.xhat_h, *ln.rstd_h, 4 * H, da);
+    return;
+  }
+  if (p.kind == kPeephole) {
+    const T* pi = p.peep;
+    const T* pf = p.peep + H;
+    const T* po = p.peep + 2 * H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = gi[j], f = gf[j], g = gg[j], o = go[j], cp = c_prev[j], cn = c[j];
+      const T tc = tanh_approx(cn);
+      if (m_out != nullptr) m_out[j] = o * tc;
+      const T dzo = dm[j] * tc * o * (T(1) - o);
+      const T d = dc[j] + dm[j] * o * (T(1) - tc * tc) + dzo * po[j];
+      const T dzi = d * g * i * (T(1) - i);
+      const T dzf = d * cp * f * (T(1) - f);
+      dz[j] = dzi;
+      dz[H + j] = dzf;
+      dz[2 * H + j] = d * i * (T(1) - g * g);
+      dz[3 * H + j] = dzo;
+      dc[j] = d * f + dzi * pi[j] + dzf * pf[j];
+      g_acc.peep[j] += dzi * cp;
+      g_acc.peep[H + j] += dzf * cp;
+      g_acc.peep[2 * H + j] += dzo * cn;
+    }
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = gi[j], f = gf[j], g = gg[j], o = go[j];
+      const T tc = tanh_approx(c[j]);
+      if (m_out != nullptr) m_out[j] = o * tc;
+      const T d = dc[j] + dm[j] * o * (T(1) - tc * tc);
+      dz[j] = d * g * i * (T(1) - i);
+      dz[H + j] = d * c_prev[j] * f * (T(1) - f);
+      dz[2 * H + j] = d * i * (T(1) - g * g);
+      dz[3 * H + j] = dm[j] * tc * o * (T(1) - o);
+      dc[j] = d * f;
+    }
+  }
+  if (da != dz) std::memcpy(da, dz, sizeof(T) * 4 * H);
+}
+
+}  // namespace lstmkit

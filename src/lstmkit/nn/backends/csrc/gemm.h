@@ -1,0 +1,112 @@
+// Matrix products. Per step of the recurrence, row-major C (M, N) = A (M, K) @ B (K, N):
+// float uses oneDNN's BRGEMM micro-kernel through ATen (AVX-512 where the CPU has it), or a
+// hand-written AVX-512 product for a single row (batch 1), where BRGEMM's blocking does not pay
+// off; double (the float64 gradient checks) a plain loop. Large products over all steps go
+// through `mm_fast`: oneDNN's matmul when torch exports it, else at::mm (MKL on x86, which
+// does not use AVX-512 on every CPU).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/native/CPUBlas.h>
+
+#include "pool.h"
+
+#include <cstdint>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace lstmkit {
+
+// C (M, N) = A (M, K) @ B (K, N), any leading dimensions; a plain loop the compiler vectorises.
+template <typename T>
+inline void gemm_loop(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                      int64_t ldb, T* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; ++i) {
+    T* c = C + i * ldc;
+    for (int64_t j = 0; j < N; ++j) c[j] = T(0);
+    for (int64_t k = 0; k < K; ++k) {
+      const T a = A[i * lda + k];
+      const T* b = B + k * ldb;
+#pragma omp simd
+      for (int64_t j = 0; j < N; ++j) c[j] += a * b[j];
+    }
+  }
+}
+
+#if defined(__AVX512F__)
+// One row of A against B, 256 columns at a time in 16 zmm accumulators (N % 16 == 0).
+inline void gemv_avx512(int64_t N, int64_t K, const float* a, const float* B, int64_t ldb,
+                        float* c) {
+  int64_t n0 = 0;
+  for (; n0 + 256 <= N; n0 += 256) {
+    __m512 acc[16];
+    for (int q = 0; q < 16; ++q) acc[q] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; ++k) {
+      const __m512 av = _mm512_set1_ps(a[k]);
+      const float* b = B + k * ldb + n0;
+      for (int q = 0; q < 16; ++q) acc[q] = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + 16 * q), acc[q]);
+    }
+    for (int q = 0; q < 16; ++q) _mm512_storeu_ps(c + n0 + 16 * q, acc[q]);
+  }
+  for (; n0 < N; n0 += 16) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; ++k)
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(a[k]), _mm512_loadu_ps(B + k * ldb + n0), acc);
+    _mm512_storeu_ps(c + n0, acc);
+  }
+}
+#endif
+
+inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                 int64_t ldb, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+#if defined(__AVX512F__)
+  if (M == 1 && N % 256 == 0) {
+    for (int64_t i = 0; i < M; ++i) gemv_avx512(N, K, A + i * lda, B, ldb, C + i * ldc);
+    return;
+  }
+#endif
+  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, false, A, B, C, false);
+}
+
+inline void gemm(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
+                 int64_t ldb, double* C, int64_t ldc) {
+  gemm_loop(M, N, K, A, lda, B, ldb, C, ldc);
+}
+
+}  // namespace lstmkit
+
+namespace at::native {
+// oneDNN matmul, exported by libtorch_cpu but not in its public headers; weak, so a torch
+// without it still loads this extension and `mm_fast` falls back to at::mm.
+__attribute__((weak)) void mkldnn_matmul(const Tensor& mat1, const Tensor& mat2,
+                                         const Tensor& result, float beta, float alpha);
+}  // namespace at::native
+
+namespace lstmkit {
+
+// out = beta * out + a @ b for 2-D tensors whose rows or columns are contiguous.
+inline void mm_fast(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, float beta) {
+  if (a.size(0) == 0 || b.size(1) == 0) return;
+  if (a.size(1) == 0) {
+    if (beta == 0.0f) out.zero_();
+    return;
+  }
+  if (&at::native::mkldnn_matmul != nullptr && a.scalar_type() == at::kFloat) {
+    at::native::mkldnn_matmul(a, b, out, beta, 1.0f);
+  } else if (beta == 0.0f) {
+    at::mm_out(out, a, b);
+  } else {
+    out.addmm_(a, b);
+  }
+}
+
+inline at::Tensor mm_fast(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor out = pooled_empty({a.size(0), b.size(1)}, a.options());
+  mm_fast(a, b, out, 0.0f);
+  return out;
+}
+
+}  // namespace lstmkit

@@ -1,0 +1,104 @@
+// lstmkit's CPU kernel: the LSTM recurrence with its loop over time in C++.
+//
+// Python entry points (built at first use by lstmkit.nn.backends.kernel):
+//   forward(xproj, h0, c0, w_hh, w_hr, peep, ln, lengths, reverse, kind, save, out)
+//   backward(grad_out, grad_hn, grad_cn, grad_xproj, out, h0, w_hh, w_hr, peep, ln, lengths,
+//            reverse, kind, saved)
+//   Stepper(layers, kind, hidden, batch).step(x)       streaming inference
+// All tensors are CPU, float32 or float64; time-major (T, B, F) with the last dim contiguous.
+#include <torch/extension.h>
+
+#include "backward.h"
+#include "stepper.h"
+
+namespace lstmkit {
+
+std::vector<at::Tensor> forward(const at::Tensor& xproj, const at::Tensor& h0,
+                                const at::Tensor& c0, const at::Tensor& w_hh,
+                                const std::optional<at::Tensor>& w_hr,
+                                const std::optional<at::Tensor>& peep,
+                                const std::vector<at::Tensor>& ln,
+                                const std::optional<at::Tensor>& lengths, bool reverse,
+                                int64_t kind, bool save, at::Tensor out) {
+  TORCH_CHECK(xproj.stride(2) == 1 && out.stride(2) == 1, "last dim must be contiguous");
+  std::vector<at::Tensor> result;
+  AT_DISPATCH_FLOATING_TYPES(xproj.scalar_type(), "lstmkit_forward", [&] {
+    result = forward_direction<scalar_t>(xproj, h0, c0, w_hh, w_hr, peep, ln, lengths, reverse,
+                                         kind, save, out);
+  });
+  return result;
+}
+
+std::vector<at::Tensor> backward(const std::optional<at::Tensor>& grad_out,
+                                 const std::optional<at::Tensor>& grad_hn,
+                                 const std::optional<at::Tensor>& grad_cn, at::Tensor grad_xproj,
+                                 const at::Tensor& out, const at::Tensor& h0,
+                                 const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr,
+                                 const std::optional<at::Tensor>& peep,
+                                 const std::vector<at::Tensor>& ln,
+                                 const std::optional<at::Tensor>& lengths, bool reverse,
+                                 int64_t kind, const std::vector<at::Tensor>& saved) {
+  TORCH_CHECK(grad_xproj.stride(2) == 1, "last dim must be contiguous");
+  std::vector<at::Tensor> result;
+  AT_DISPATCH_FLOATING_TYPES(grad_xproj.scalar_type(), "lstmkit_backward", [&] {
+    result = backward_direction<scalar_t>(grad_out, grad_hn, grad_cn, grad_xproj, out, h0, w_hh,
+                                          w_hr, peep, ln, lengths, reverse, kind, saved);
+  });
+  return result;
+}
+
+// y (N, F) = x (N, I) @ w^T (I, F) + b: the input projection of every step at once.
+at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& w,
+                          const std::optional<at::Tensor>& b) {
+  at::Tensor y;
+  if (b) {
+    y = pooled_empty({x.size(0), w.size(0)}, x.options());
+    y.copy_(b->unsqueeze(0).expand({x.size(0), w.size(0)}));
+    mm_fast(x, w.t(), y, 1.0f);
+  } else {
+    y = mm_fast(x, w.t());
+  }
+  return y;
+}
+
+// Gradients of linear_forward: [dx, dw, db], each only where asked for (None otherwise).
+std::vector<std::optional<at::Tensor>> linear_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                       const at::Tensor& w, bool need_x,
+                                                       bool need_w, bool need_b) {
+  std::vector<std::optional<at::Tensor>> out(3);
+  if (need_x) out[0] = mm_fast(grad, w);
+  if (need_w) out[1] = mm_fast(grad.t(), x);
+  if (need_b) out[2] = grad.sum(0);
+  return out;
+}
+
+at::Tensor empty(const std::vector<int64_t>& shape, const at::Tensor& like) {
+  return pooled_empty(shape, like.options());
+}
+
+void release_buffers() { BufferPool::instance().release(); }
+
+int64_t held_bytes() { return BufferPool::instance().held_bytes(); }
+
+bool has_onednn_matmul() { return &at::native::mkldnn_matmul != nullptr; }
+
+}  // namespace lstmkit
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "lstmkit CPU kernel: LSTM forward/backward through time and streaming steps";
+  m.def("forward", &lstmkit::forward);
+  m.def("backward", &lstmkit::backward);
+  m.def("linear_forward", &lstmkit::linear_forward);
+  m.def("linear_backward", &lstmkit::linear_backward);
+  m.def("has_onednn_matmul", &lstmkit::has_onednn_matmul);
+  m.def("empty", &lstmkit::empty);
+  m.def("release_buffers", &lstmkit::release_buffers);
+  m.def("held_bytes", &lstmkit::held_bytes);
+  pybind11::class_<lstmkit::Stepper>(m, "Stepper")
+      .def(pybind11::init<const std::vector<std::vector<std::optional<at::Tensor>>>&, int64_t,
+                          int64_t, int64_t>())
+      .def("step", &lstmkit::Stepper::step)
+      .def("hidden", &lstmkit::Stepper::hidden)
+      .def("cells", &lstmkit::Stepper::cells)
+      .def("set_state", &lstmkit::Stepper::set_state);
+}

@@ -1,0 +1,170 @@
+// One direction of one layer over time: the forward loop and the backward-through-time loop.
+//
+// Both loops split the batch into one block of rows per thread; rows never interact through
+// time, so the threads run the whole sequence without synchronising. Per step and block:
+//
+//   forward:   z = h' @ W_hh^T                       one GEMM (M, 4H) x (P, 4H)
+//              gates, c, m = cell(z + xproj[t])       fused, per row
+//              h = m @ W_hr^T (projection only)       one GEMM
+//   backward:  dm = dh @ W_hr (projection only)       one GEMM
+//              dz, da, dc' = cell_backward(...)       fused, per row
+//              dh' = da @ W_hh                        one GEMM
+//
+// Time index of row b at step s: t = s forward; t = len_b - 1 - s backward (each sequence is
+// reversed within its own length, so padding never enters the state). Steps s >= len_b are
+// padding: the state is carried, the output and every gradient there are zero.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "cells.h"
+#include "gemm.h"
+#include "pool.h"
+
+namespace lstmkit {
+
+struct Shapes {
+  int64_t T, B, H, G, P;
+};
+
+// Per-step views into the time-major tensors of one direction (last dim contiguous).
+template <typename T>
+struct TimeMajor {
+  T* data;
+  int64_t st, sb;  // strides of the step and batch dims
+  T* row(int64_t t, int64_t b) const { return data + t * st + b * sb; }
+};
+
+template <typename T>
+inline TimeMajor<T> time_major(const at::Tensor& x) {
+  return {x.data_ptr<T>(), x.stride(0), x.stride(1)};
+}
+
+// Threads for a batch of `rows` whose step costs `work` multiply-adds: one per block of at least
+// four rows, and one thread when a step is too small to pay for waking the others.
+inline int64_t thread_count(int64_t rows, int64_t work) {
+  if (work < (int64_t(1) << 16)) return 1;
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows / 4));
+}
+
+template <typename T>
+CellParams<T> cell_params(int64_t kind, int64_t H, const std::optional<at::Tensor>& peep,
+                          const std::vector<at::Tensor>& ln) {
+  CellParams<T> p;
+  p.kind = kind;
+  p.H = H;
+  if (kind == kPeephole) p.peep = peep->data_ptr<T>();
+  if (kind == kLayerNorm) {
+    p.ln_h_w = ln[0].data_ptr<T>();
+    p.ln_h_b = ln[1].data_ptr<T>();
+    p.ln_c_w = ln[2].data_ptr<T>();
+    p.ln_c_b = ln[3].data_ptr<T>();
+  }
+  return p;
+}
+
+// Saved for the backward pass (all in step order; empty when not saving).
+struct Saved {
+  at::Tensor gates;   // (T, B, 4H) activated [i f g o]
+  at::Tensor cells;   // (T+1, B, H) c_s, with c_0 first
+  at::Tensor xhat_h;  // (T, B, 4H) layer norm only
+  at::Tensor rstd_h;  // (T, B)
+  at::Tensor xhat_c;  // (T, B, H)
+  at::Tensor rstd_c;  // (T, B)
+};
+
+template <typename T>
+std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Tensor& h0,
+                                          const at::Tensor& c0, const at::Tensor& w_hh,
+                                          const std::optional<at::Tensor>& w_hr,
+                                          const std::optional<at::Tensor>& peep,
+                                          const std::vector<at::Tensor>& ln,
+                                          const std::optional<at::Tensor>& lengths,
+                                          bool reverse, int64_t kind, bool save,
+                                          at::Tensor& out) {
+  const Shapes n{xproj.size(0), xproj.size(1), c0.size(1), xproj.size(2), h0.size(1)};
+  const bool proj = w_hr.has_value();
+  const auto opts = xproj.options();
+  const at::Tensor whh_t = w_hh.t().contiguous();                           // (P, 4H)
+  const at::Tensor whr_t = proj ? w_hr->t().contiguous() : at::Tensor();    // (H, P)
+  const int64_t* len = lengths ? lengths->data_ptr<int64_t>() : nullptr;
+  const bool ln_cell = kind == kLayerNorm;
+  Saved sv;
+  sv.gates = pooled_empty({save ? n.T : 1, n.B, n.G}, opts);
+  sv.cells = pooled_empty({save ? n.T + 1 : 2, n.B, n.H}, opts);
+  if (save && ln_cell) {
+    sv.xhat_h = pooled_empty({n.T, n.B, n.G}, opts);
+    sv.rstd_h = pooled_empty({n.T, n.B}, opts);
+    sv.xhat_c = pooled_empty({n.T, n.B, n.H}, opts);
+    sv.rstd_c = pooled_empty({n.T, n.B}, opts);
+  }
+  sv.cells[0].copy_(c0);
+  at::Tensor h = h0.contiguous().clone();                       // (B, P) the running state
+  at::Tensor m = at::empty({n.B, n.H}, opts);                   // (B, H) before projection
+  at::Tensor h_new = proj ? at::empty({n.B, n.P}, opts) : at::Tensor();
+  const int64_t nt = thread_count(n.B, n.B * n.G * n.P);
+  at::Tensor scratch = at::empty({nt, 4 * n.H}, opts);
+  const CellParams<T> p = cell_params<T>(kind, n.H, peep, ln);
+  const TimeMajor<T> x = time_major<T>(xproj), o = time_major<T>(out);
+  T* gates = sv.gates.data_ptr<T>();
+  T* cells = sv.cells.data_ptr<T>();
+  T* hp = h.data_ptr<T>();
+  T* mp = m.data_ptr<T>();
+  T* hn = proj ? h_new.data_ptr<T>() : nullptr;
+  const T* whh = whh_t.data_ptr<T>();
+  const T* whr = proj ? whr_t.data_ptr<T>() : nullptr;
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int64_t r0 = n.B * tid / nth, r1 = n.B * (tid + 1) / nth, rows = r1 - r0;
+    T* scr = scratch.data_ptr<T>() + tid * 4 * n.H;
+    for (int64_t s = 0; s < n.T; ++s) {
+      T* z = gates + (save ? s : 0) * n.B * n.G;
+      const T* c_prev = cells + (save ? s : s % 2) * n.B * n.H;
+      T* c_next = cells + (save ? s + 1 : (s + 1) % 2) * n.B * n.H;
+      gemm(rows, n.G, n.P, hp + r0 * n.P, n.P, whh, n.G, z + r0 * n.G, n.G);
+      for (int64_t b = r0; b < r1; ++b) {
+        const int64_t lb = len ? len[b] : n.T;
+        if (s >= lb) {  // padding: carry the state, output zero
+          std::memcpy(c_next + b * n.H, c_prev + b * n.H, sizeof(T) * n.H);
+          std::memset(o.row(s, b), 0, sizeof(T) * n.P);
+          continue;
+        }
+        const int64_t t = reverse ? lb - 1 - s : s;
+        LNSaved<T> lns;
+        if (save && ln_cell) {
+          lns.xhat_h = sv.xhat_h.data_ptr<T>() + (s * n.B + b) * n.G;
+          lns.rstd_h = sv.rstd_h.data_ptr<T>() + s * n.B + b;
+          lns.xhat_c = sv.xhat_c.data_ptr<T>() + (s * n.B + b) * n.H;
+          lns.rstd_c = sv.rstd_c.data_ptr<T>() + s * n.B + b;
+        }
+        T* m_row = proj ? mp + b * n.H : hp + b * n.P;
+        cell_forward_row(p, z + b * n.G, x.row(t, b), c_prev + b * n.H, c_next + b * n.H, m_row,
+                         lns, scr);
+        if (!proj) std::memcpy(o.row(t, b), m_row, sizeof(T) * n.P);
+      }
+      if (proj) {
+        gemm(rows, n.P, n.H, mp + r0 * n.H, n.H, whr, n.P, hn + r0 * n.P, n.P);
+        for (int64_t b = r0; b < r1; ++b) {
+          const int64_t lb = len ? len[b] : n.T;
+          if (s >= lb) continue;
+          const int64_t t = reverse ? lb - 1 - s : s;
+          std::memcpy(hp + b * n.P, hn + b * n.P, sizeof(T) * n.P);
+          std::memcpy(o.row(t, b), hn + b * n.P, sizeof(T) * n.P);
+        }
+      }
+    }
+  }
+  const at::Tensor c_n = sv.cells[save ? n.T : n.T % 2].clone();
+  if (!save) return {h, c_n};
+  return {h, c_n, sv.gates, sv.cells, sv.xhat_h, sv.rstd_h, sv.xhat_c, sv.rstd_c};
+}
+
+}  // namespace lstmkit

@@ -1,0 +1,249 @@
+"""The C++ kernel backend against the reference backend, its automatic choice, and its fallback.
+
+The kernel is built once per test session (about half a minute the first time, then cached);
+these tests skip, saying why, only when it cannot be built on this machine.
+"""
+
+import copy
+import itertools
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lstmkit.nn import LSTM
+from lstmkit.nn.backends import BACKENDS, Placement
+from lstmkit.nn.backends.kernel import DISABLE_ENV, kernel_unavailable
+
+
+@pytest.fixture(scope="session")
+def kernel():
+    """Build (or load) the kernel once; skip with the reason where it cannot be built."""
+    reason = kernel_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def _perturbed(lstm: LSTM, dtype: torch.dtype) -> LSTM:
+    """``lstm`` in ``dtype`` with every parameter nudged off its initial value (so peepholes,
+    layer-norm gains and biases are all non-trivial)."""
+    lstm = lstm.to(dtype)
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return lstm
+
+
+def _with_backend(lstm: LSTM, backend: str) -> LSTM:
+    twin = copy.deepcopy(lstm)
+    twin.config = twin.config.replace(backend=backend)
+    return twin
+
+
+def _run(lstm, x, state, lengths, weights):
+    """Outputs, final state and every gradient of a fixed weighted loss."""
+    x = x.clone().requires_grad_()
+    h0, c0 = (s.clone().requires_grad_() for s in state)
+    out, (h, c) = lstm(x, (h0, c0), lengths=lengths)
+    loss = sum((t * w).sum() for t, w in zip((out, h, c), weights, strict=True))
+    loss.backward()
+    named = {"output": out, "h_n": h, "c_n": c, "x.grad": x.grad}
+    named |= {"h0.grad": h0.grad, "c0.grad": c0.grad}
+    named |= {f"{n}.grad": p.grad for n, p in lstm.named_parameters()}
+    return named
+
+
+def _tolerance(cell: str, dtype: torch.dtype, reference: torch.Tensor) -> dict:
+    if dtype == torch.float64:
+        return dict(atol=1e-10, rtol=1e-10)
+    if cell == "layernorm":
+        # LN divides by a per-row std, which amplifies float32 rounding in both backends alike
+        # (each is ~1e-5 of the largest gradient away from the float64 result, where the two
+        # agree to 1e-10): compare relative to the tensor's size.
+        return dict(atol=5e-5 * max(1.0, reference.abs().max().item()), rtol=1e-5)
+    return dict(atol=1e-5, rtol=1e-5)
+
+
+CASES = list(
+    itertools.product(
+        ["lstm", "peephole", "layernorm"], [1, 2, 3], [False, True], [0, 3], [False, True]
+    )
+)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("cell,layers,bidirectional,proj,variable", CASES)
+def test_kernel_matches_reference(kernel, dtype, cell, layers, bidirectional, proj, variable):
+    torch.manual_seed(layers * 10 + proj)
+    batch, steps, inputs, hidden = 4, 6, 5, 7
+    reference = _perturbed(
+        LSTM(
+            inputs,
+            hidden,
+            layers,
+            bidirectional=bidirectional,
+            proj_size=proj,
+            cell=cell,
+            backend="reference",
+        ),
+        dtype,
+    )
+    ours = _with_backend(reference, "kernel")
+    assert ours.backend_choice.name == "kernel"
+    d = 2 if bidirectional else 1
+    x = torch.randn(batch, steps, inputs, dtype=dtype)
+    state = (
+        torch.randn(layers * d, batch, proj or hidden, dtype=dtype),
+        torch.randn(layers * d, batch, hidden, dtype=dtype),
+    )
+    lengths = torch.tensor([6, 2, 5, 1]) if variable else None
+    out, _ = reference(x, state, lengths=lengths)
+    weights = [torch.randn(shape, dtype=dtype) for shape in (out.shape, *(s.shape for s in state))]
+    expected = _run(reference, x, state, lengths, weights)
+    got = _run(ours, x, state, lengths, weights)
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(
+            got[name], value, **_tolerance(cell, dtype, value), msg=lambda m, n=name: f"{n}: {m}"
+        )
+
+
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm"])
+def test_kernel_gradcheck_float64(kernel, cell):
+    torch.manual_seed(0)
+    lstm = _perturbed(
+        LSTM(3, 4, 2, bidirectional=True, proj_size=2, cell=cell, backend="kernel"), torch.float64
+    )
+    x = torch.randn(3, 5, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(4, 3, 4, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([5, 2, 4])
+
+    def run(x, h0, c0):
+        out, (h, c) = lstm(x, (h0, c0), lengths=lengths)
+        return out, h, c
+
+    assert torch.autograd.gradcheck(run, (x, h0, c0))
+
+
+def test_training_regularisers_match_reference(kernel):
+    """Weight drop and dropout between layers are drawn by the layer, so the same seed gives
+    the same masks on both backends."""
+    torch.manual_seed(0)
+    reference = LSTM(
+        5, 6, 2, weight_dropout=0.3, dropout=0.2, input_dropout=0.1, backend="reference"
+    ).train()
+    ours = _with_backend(reference, "kernel")
+    x = torch.randn(3, 4, 5)
+    results = []
+    for lstm in (reference, ours):
+        torch.manual_seed(1)
+        out, (h, c) = lstm(x)
+        (out.sum() + h.sum()).backward()
+        results.append([out, h, c, *(p.grad for p in lstm.parameters())])
+    for got, expected in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_no_grad_forward_matches(kernel):
+    torch.manual_seed(0)
+    reference = LSTM(5, 8, 2, proj_size=3, cell="peephole", backend="reference").eval()
+    ours = _with_backend(reference, "kernel")
+    x = torch.randn(2, 7, 5)
+    with torch.no_grad():
+        expected = reference(x, lengths=torch.tensor([7, 4]))
+        got = ours(x, lengths=torch.tensor([7, 4]))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- automatic choice
+def test_auto_prefers_the_kernel_for_training_on_cpu(kernel):
+    for cell in ("lstm", "peephole", "layernorm"):
+        lstm = LSTM(3, 4, cell=cell).train()
+        assert lstm.backend_choice.name == "kernel"
+        assert lstm.explain_backend() == "kernel backend: fastest backend for this configuration"
+
+
+def test_auto_prefers_the_fused_kernel_for_standard_inference(kernel):
+    assert LSTM(3, 4).eval().backend_choice.name == "fused"
+    assert LSTM(3, 4, cell="layernorm").eval().explain_backend() == (
+        "kernel backend: layer-normalised cells are not supported by the fused kernel"
+    )
+
+
+def test_auto_passes_the_kernel_over_and_says_why(kernel):
+    assert LSTM(3, 4, cell="cifg").explain_backend() == (
+        "reference backend: the C++ kernel does not implement the 'cifg' cell; "
+        "coupled input-forget gates (CIFG) are not supported by the fused kernel"
+    )
+    zoneout = LSTM(3, 4, zoneout_cell=0.1).backend_choice
+    assert zoneout.name == "reference"
+    assert "zoneout is not supported by the C++ kernel" in zoneout.reason
+    recurrent = LSTM(3, 4, recurrent_dropout=0.2)
+    assert recurrent.train().backend_choice.name == "reference"
+    assert recurrent.eval().backend_choice.name == "fused"
+    assert (
+        LSTM(3, 4)
+        .to(torch.float16)
+        .backend_choice.reason.startswith(
+            "the C++ kernel runs float32 and float64, got torch.float16"
+        )
+    )
+
+
+def test_kernel_declines_gpu_tensors():
+    reason = BACKENDS["kernel"].unsupported_placement(
+        Placement(torch.device("cuda"), torch.float32)
+    )
+    assert reason == (
+        "the C++ kernel runs on CPU tensors, got cuda "
+        "(PyTorch's fused kernel, cuDNN on GPUs, runs there)"
+    )
+
+
+def test_asking_for_the_kernel_where_it_cannot_run_is_an_error(kernel):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "backend 'kernel' cannot run this configuration: "
+            "zoneout is not supported by the C++ kernel"
+        ),
+    ):
+        LSTM(3, 4, zoneout_hidden=0.1, backend="kernel").explain_backend()
+
+
+# ---------------------------------------------------------------- fallback
+def test_disabled_kernel_falls_back_and_says_why(monkeypatch):
+    monkeypatch.setenv(DISABLE_ENV, "1")
+    assert kernel_unavailable() == "the C++ kernel is disabled (LSTMKIT_DISABLE_KERNEL=1)"
+    lstm = LSTM(3, 4)
+    assert lstm.explain_backend() == (
+        "fused backend: the C++ kernel is disabled (LSTMKIT_DISABLE_KERNEL=1)"
+    )
+    out, _ = lstm(torch.randn(2, 5, 3))
+    assert out.shape == (2, 5, 4)
+    with pytest.raises(ValueError, match="backend 'kernel' cannot run this configuration"):
+        LSTM(3, 4, backend="kernel").explain_backend()
+
+
+def test_unbuildable_kernel_falls_back_in_a_fresh_process(tmp_path):
+    """A build that fails (here: a cache directory that cannot be created) leaves auto on the
+    fused backend, with the reason."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    env = dict(os.environ, LSTMKIT_EXT_DIR=str(blocker / "ext"))
+    env.pop(DISABLE_ENV, None)
+    script = (
+        "import torch; from lstmkit.nn import LSTM; lstm = LSTM(3, 4); "
+        "print(lstm.explain_backend()); print(tuple(lstm(torch.randn(2, 5, 3))[0].shape))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("fused backend: the C++ kernel could not be built (")
+    assert lines[1] == "(2, 5, 4)"

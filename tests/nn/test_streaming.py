@@ -1,0 +1,124 @@
+"""Streaming inference: stepping one observation at a time equals running the whole sequence."""
+
+import pytest
+import torch
+
+from lstmkit.nn import LSTM, StreamingLSTM
+from lstmkit.nn.backends.kernel import DISABLE_ENV
+
+
+def _perturbed(lstm: LSTM) -> LSTM:
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return lstm.eval()
+
+
+def _stream_all(stream: StreamingLSTM, x: torch.Tensor) -> torch.Tensor:
+    """Step through x (B, T, I) and stack the outputs to (B, T, P)."""
+    return torch.stack([stream.step(x[:, t]) for t in range(x.shape[1])], dim=1)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm", "cifg"])
+@pytest.mark.parametrize("layers,proj,batch", [(1, 0, 1), (2, 3, 3)])
+def test_streaming_equals_the_layer(cell, layers, proj, batch):
+    torch.manual_seed(0)
+    lstm = _perturbed(LSTM(5, 8, layers, proj_size=proj, cell=cell))
+    x = torch.randn(batch, 9, 5)
+    with torch.no_grad():
+        out, (h_n, c_n) = lstm(x)
+    stream = lstm.stream(batch_size=batch)
+    torch.testing.assert_close(_stream_all(stream, x), out, atol=1e-5, rtol=1e-5)
+    h, c = stream.state
+    torch.testing.assert_close(h, h_n, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(c, c_n, atol=1e-5, rtol=1e-5)
+
+
+def test_unbatched_steps_and_reset():
+    torch.manual_seed(0)
+    lstm = _perturbed(LSTM(4, 6, 2))
+    x = torch.randn(7, 4)
+    with torch.no_grad():
+        out, _ = lstm(x)
+    stream = lstm.stream()
+    first = torch.stack([stream.step(x_t) for x_t in x])  # each step (P,)
+    torch.testing.assert_close(first, out, atol=1e-5, rtol=1e-5)
+    stream.reset()
+    assert torch.all(stream.state[0] == 0) and torch.all(stream.state[1] == 0)
+    again = torch.stack([stream.step(x_t) for x_t in x])
+    torch.testing.assert_close(again, first)
+
+
+def test_reset_to_a_given_state_continues_a_sequence():
+    torch.manual_seed(0)
+    lstm = _perturbed(LSTM(4, 6, 2, proj_size=2))
+    x = torch.randn(1, 10, 4)
+    with torch.no_grad():
+        out, _ = lstm(x)
+        _, state = lstm(x[:, :6])  # the state after 6 steps
+    stream = lstm.stream()
+    stream.reset(state)
+    torch.testing.assert_close(_stream_all(stream, x[:, 6:]), out[:, 6:], atol=1e-5, rtol=1e-5)
+
+
+def test_returned_outputs_are_not_overwritten_by_later_steps():
+    lstm = _perturbed(LSTM(3, 4))
+    stream = lstm.stream()
+    h1 = stream.step(torch.randn(3))
+    kept = h1.clone()
+    stream.step(torch.randn(3))
+    assert torch.equal(h1, kept)
+
+
+def test_zoneout_in_eval_streams_through_the_pytorch_path():
+    torch.manual_seed(0)
+    lstm = _perturbed(LSTM(3, 5, zoneout_cell=0.3, zoneout_hidden=0.2))
+    x = torch.randn(2, 6, 3)
+    with torch.no_grad():
+        out, _ = lstm(x)
+    stream = lstm.stream(batch_size=2)
+    assert not stream.uses_kernel
+    torch.testing.assert_close(_stream_all(stream, x), out, atol=1e-6, rtol=1e-5)
+
+
+def test_streaming_without_the_kernel(monkeypatch):
+    monkeypatch.setenv(DISABLE_ENV, "1")
+    torch.manual_seed(0)
+    lstm = _perturbed(LSTM(3, 5, cell="peephole"))
+    x = torch.randn(1, 6, 3)
+    with torch.no_grad():
+        out, _ = lstm(x)
+    stream = lstm.stream()
+    assert not stream.uses_kernel
+    torch.testing.assert_close(_stream_all(stream, x), out, atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_step_input_names_what_was_expected():
+    stream = LSTM(5, 4).eval().stream(batch_size=2)
+    with pytest.raises(
+        ValueError, match=r"step expects x of shape \(5,\) or \(2, 5\), got \(3, 5\)"
+    ):
+        stream.step(torch.randn(3, 5))
+    with pytest.raises(
+        ValueError, match=r"step expects x of shape \(5,\) or \(2, 5\), got \(2, 4\)"
+    ):
+        stream.step(torch.randn(2, 4))
+    with pytest.raises(
+        ValueError, match="step expects x as torch.float32 on cpu, got torch.float64 on cpu"
+    ):
+        stream.step(torch.randn(2, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"step expects a tensor of shape .*, got list"):
+        stream.step([0.0] * 5)
+
+
+def test_bad_streams_and_states():
+    with pytest.raises(ValueError, match="streaming needs a unidirectional LSTM"):
+        LSTM(3, 4, bidirectional=True).stream()
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        LSTM(3, 4).stream(batch_size=0)
+    stream = LSTM(3, 4, 2).stream()
+    with pytest.raises(ValueError, match=r"state h must have shape \(2, 1, 4\), got \(1, 1, 4\)"):
+        stream.reset((torch.zeros(1, 1, 4), torch.zeros(2, 1, 4)))
+    with pytest.raises(ValueError, match="state must be a tuple"):
+        stream.reset(torch.zeros(2, 1, 4))

@@ -114,14 +114,16 @@ def run_cell(path: Path, name: str, horizon: int, args: argparse.Namespace) -> d
     }
 
 
-def markdown(rows: list[dict], meta: dict) -> str:
-    lines = [
-        "# ETT long-horizon benchmark (input length 96, normalised MSE / MAE)",
-        "",
-        f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine']}, {meta['threads']} threads, torch {meta['torch']}  ",
-        f"Date: {meta['date']}; commit {meta['commit']}",
-        "",
+def markdown(rows: list[dict], runs: list[dict]) -> str:
+    lines = ["# ETT long-horizon benchmark (input length 96, normalised MSE / MAE)", ""]
+    for meta in runs:
+        lines += [
+            f"Command: `{meta['command']}`  ",
+            f"Machine: {meta['machine']}, {meta['threads']} threads, torch {meta['torch']}; "
+            f"date {meta['date']}; commit {meta['commit']}",
+            "",
+        ]
+    lines += [
         "| dataset | horizon | lstmkit MSE | lstmkit MAE | SegRNN MSE | PatchTST MSE | "
         "DLinear MSE | epochs | wall time (s) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -156,6 +158,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ett.json"))
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add these cells to the rows already in --out (same settings)",
+    )
     args = parser.parse_args()
 
     ett = args.data_dir / "ett"
@@ -198,9 +205,17 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {k: str(v) for k, v in vars(args).items()},
     }
+    runs = [meta]
+    if args.append and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        runs = [*previous.get("runs", [previous.get("meta")]), meta]
+        done = {(r["dataset"], r["horizon"]) for r in rows}
+        rows = [r for r in previous["rows"] if (r["dataset"], r["horizon"]) not in done] + rows
+        order = {name: i for i, name in enumerate(REFERENCE_MSE)}
+        rows.sort(key=lambda r: (order[r["dataset"]], r["horizon"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    table = markdown(rows, meta)
+    args.out.write_text(json.dumps({"meta": meta, "runs": runs, "rows": rows}, indent=2))
+    table = markdown(rows, runs)
     args.out.with_suffix(".md").write_text(table)
     print(table)
 

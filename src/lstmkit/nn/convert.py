@@ -15,16 +15,6 @@ from lstmkit.nn.recurrent import LSTM
 
 log = logging.getLogger(__name__)
 
-_LOCKED_ONLY = (
-    "hidden_dropout",
-    "input_dropout",
-    "output_dropout",
-    "recurrent_dropout",
-    "weight_dropout",
-    "zoneout_cell",
-    "zoneout_hidden",
-)
-
 
 def _torch_names(layer: int, direction: int, with_bias: bool, with_proj: bool) -> dict[str, str]:
     """Our cell attribute -> torch.nn.LSTM parameter name, for one layer and direction."""
@@ -72,7 +62,8 @@ def to_torch(lstm: LSTM) -> nn.LSTM:
         raise ValueError(
             f"to_torch needs cell='lstm' (torch.nn.LSTM has no {cfg.cell!r} cell), got {cfg.cell!r}"
         )
-    dropped = [name for name in _LOCKED_ONLY if getattr(cfg, name)]
+    # torch.nn.LSTM has only `dropout` between layers; every other rate is lstmkit's own
+    dropped = [name for name in cfg.rate_fields() if name != "dropout" and getattr(cfg, name)]
     if dropped:
         log.warning("torch.nn.LSTM has no equivalent of %s; they are not carried over", dropped)
     weight = lstm.cell(0).weight_ih

@@ -163,12 +163,13 @@ def test_gradient_accumulation_matches_one_big_batch():
 
 def test_truncated_bptt_carries_a_detached_state_across_batches():
     lstm = LSTM(1, 3)
-    seen = []
+    seen, returned = [], []
 
     def step(model, batch, state):
         (x,) = batch
         seen.append(state)
         out, new_state = model(x.unsqueeze(0), state)
+        returned.append(tuple(t.detach().clone() for t in new_state))
         return StepOutput(out.pow(2).mean(), weight=x.shape[0], state=new_state)
 
     stream = TensorDataset(torch.randn(40, 1))  # one continuous stream, 10 steps per batch
@@ -183,6 +184,10 @@ def test_truncated_bptt_carries_a_detached_state_across_batches():
     for state in seen[1:4] + seen[5:]:
         h, c = state
         assert h.shape == (1, 1, 3) and not h.requires_grad and not c.requires_grad
+    # what arrives is exactly what the previous batch returned, cut from its graph
+    for k in (1, 2, 3, 5, 6, 7):
+        assert torch.equal(seen[k][0], returned[k - 1][0])
+        assert torch.equal(seen[k][1], returned[k - 1][1])
 
 
 def test_bf16_on_cpu_trains_and_fp16_needs_cuda():
@@ -287,3 +292,12 @@ def test_time_budget_epoch_hook_extras_and_checkpoint_at_each_validation(tmp_pat
     slow = TrainConfig(max_epochs=1000, batch_size=16, max_seconds=0.2)
     result = Trainer(Tiny(), mse_step, slow).fit(_regression_data())
     assert "reached max_seconds=0.2" in result.reason and result.steps < 4000
+
+
+def test_resuming_a_finished_or_early_stopped_run_trains_no_further(tmp_path):
+    config = TrainConfig(max_epochs=5, max_steps=3, batch_size=16)
+    first = Trainer(Tiny(), mse_step, config, run_dir=tmp_path / "a").fit(_regression_data())
+    again = Trainer(Tiny(), mse_step, config, run_dir=tmp_path / "a").fit(
+        _regression_data(), resume=True
+    )
+    assert first.steps == again.steps == 3

@@ -34,11 +34,20 @@ def build_config(config_file: Path | None, flags: dict[str, dict[str, Any]]):
         if section == "top":
             values.update(given)
         elif given:
-            values[section] = {**values.get(section, {}), **given}
-    train = values.setdefault("train", {})
-    train.setdefault("max_epochs", 100)
-    train.setdefault("progress", True)
+            values[section] = _merge(values.get(section, {}), given)
+    values.setdefault("train", {}).setdefault("progress", True)
     return ForecastConfig.from_dict(values)
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``changes``, nested tables merged key by key (--lr keeps [optim])."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _fail(err: Exception) -> None:

@@ -172,7 +172,8 @@ class Trainer:
             self._resume(resume, run)
         progress = Progress(cfg.progress and ctx.is_main, total_steps)
         try:
-            while run.pos.epoch < cfg.max_epochs and not run.stop:
+            spent = bool(cfg.max_steps) and run.pos.step >= cfg.max_steps  # a resumed, done run
+            while run.pos.epoch < cfg.max_epochs and not run.stop and not spent:
                 sampler.set_position(run.pos.epoch, run.pos.batch)
                 if hasattr(train_data, "set_epoch"):
                     train_data.set_epoch(run.pos.epoch)
@@ -245,6 +246,7 @@ class Trainer:
             pos.batch += 1
             if pos.batch % cfg.grad_accum:
                 continue
+            lr = run.optimizer.param_groups[0]["lr"]  # the rate this step uses
             grad_norm, clipped = self._optimizer_step(run, pos)
             if pos.step % cfg.log_every == 0 and self.ctx.is_main:
                 loss = torch.stack(losses).float().mean().item()
@@ -255,14 +257,15 @@ class Trainer:
                         "loss": loss,
                         "grad_norm": grad_norm,
                         "clipped": float(clipped),
-                        "lr": run.optimizer.param_groups[0]["lr"],
+                        "lr": lr,
                         "items_per_s": seen
                         * self.ctx.world_size
                         / max(time.perf_counter() - tick, 1e-9),
                     },
                 )
                 progress.update(pos.step, f"loss {loss:.4f}")
-            losses, seen, tick = [], 0, time.perf_counter()
+            if pos.step % cfg.log_every == 0:  # a row covers every step since the last one
+                losses, seen, tick = [], 0, time.perf_counter()
             if cfg.eval_every and pos.step % cfg.eval_every == 0:
                 self._validate(net, val_data, run)
                 if not cfg.checkpoint_every:
@@ -285,16 +288,18 @@ class Trainer:
         cfg, optimizer, scaler = self.config, run.optimizer, run.scaler
         scaler.unscale_(optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
-        clipped = False
-        if cfg.clip_value:
-            biggest = max(p.grad.detach().abs().max().item() for p in params)
-            clipped = biggest > cfg.clip_value
-            nn.utils.clip_grad_value_(params, cfg.clip_value)
-        limit = cfg.clip_norm if cfg.clip_norm else math.inf
-        norm = float(nn.utils.clip_grad_norm_(params, limit))
+        norm = float(nn.utils.clip_grad_norm_(params, math.inf)) if params else 0.0  # pre-clip
         if not scaler.is_enabled():  # with fp16, inf gradients just make the scaler skip
             self._check_finite(torch.tensor(norm), "gradient norm", pos)
-        clipped = clipped or (bool(cfg.clip_norm) and norm > cfg.clip_norm)
+        clipped = False
+        if cfg.clip_value and params:
+            biggest = torch.stack([p.grad.detach().abs().amax() for p in params]).max()
+            clipped = bool(biggest > cfg.clip_value)
+            nn.utils.clip_grad_value_(params, cfg.clip_value)
+        if cfg.clip_norm and params:
+            clipped = (
+                bool(nn.utils.clip_grad_norm_(params, cfg.clip_norm) > cfg.clip_norm) or clipped
+            )
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -412,6 +417,8 @@ class Trainer:
                 "scaler": run.scaler.state_dict(),
                 "early_stopping": run.stopper.state_dict(),
                 "position": vars(run.pos).copy(),
+                "stopped": {"stop": run.stop, "reason": run.reason},
+                "best_model": run.best_weights,  # so a resume restores the same best weights
                 "history": run.history,
                 "rng": capture_rng_state(),
                 "carry": run.carry,
@@ -442,9 +449,8 @@ class Trainer:
         run.pos = Position(**state["position"])
         run.history = list(state["history"])
         run.carry = state["carry"]
-        best = self.best_checkpoint
-        if best is not None and best.exists():
-            run.best_weights = load_checkpoint(best)["model"]
+        run.stop, run.reason = state["stopped"]["stop"], state["stopped"]["reason"]
+        run.best_weights = state["best_model"]
         run.metrics_log.load_existing()
         run.metrics_log.trim_after(run.pos.step)
         log.info(

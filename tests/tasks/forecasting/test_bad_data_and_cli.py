@@ -83,6 +83,10 @@ def test_bad_config_values():
         ValueError, match="quantiles must be numbers strictly between 0 and 1, got 1.5"
     ):
         ForecastConfig(data=DataConfig(time_col="t", targets="y"), quantiles=(0.1, 1.5))
+    with pytest.raises(ValueError, match=r"\[data\] needs \['targets'\]; got only \['time_col'\]"):
+        ForecastConfig.from_dict({"data": {"time_col": "t"}})
+    with pytest.raises(ValueError, match="must not set .'bidirectional'.: the forecasting models"):
+        ModelConfig(lstm={"bidirectional": True})
     with pytest.raises(ValueError, match=r"unknown setting\(s\) in \[data\]: \['horizn'\]"):
         ForecastConfig.from_dict({"data": {"time_col": "t", "targets": "y", "horizn": 3}})
     with pytest.raises(ValueError, match=r"model.segment_len \(5\) must divide input_len \(14\)"):
@@ -223,3 +227,16 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path):
         ],
     )
     assert result.exit_code == 2 and "nope.csv" in result.output
+
+
+def test_cli_flags_merge_into_the_config_file_tables(tmp_path):
+    from lstmkit.cli.forecast import build_config
+
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[data]\ntime_col = "d"\ntargets = "y"\n[train.optim]\nname = "sgd"\nweight_decay = 0.01\n'
+    )
+    built = build_config(config, {"train": {"optim": {"lr": 0.5}}, "data": {"horizon": 3}})
+    assert built.train.optim.name == "sgd" and built.train.optim.weight_decay == 0.01
+    assert built.train.optim.lr == 0.5 and built.data.horizon == 3
+    assert built.train.max_epochs == 50  # one default everywhere

@@ -142,7 +142,8 @@ def test_evaluate_in_scaled_units_matches_the_scaler(wide_frame):
 def test_backtest_refits_at_each_origin(mode, long_frame):
     config = long_config(test_size=0)
     result = backtest(config, long_frame, folds=2, mode=mode)
-    assert [f["end"] for f in result["folds"]] == [73, 80]
+    assert [f["steps_before_end"] for f in result["folds"]] == [7, 0]
+    assert all(f["windows"] == 3 for f in result["folds"])  # one test window per store
     assert set(result["mean"]) >= {"model", "naive", "seasonal_naive", "beats"}
 
 
@@ -162,10 +163,33 @@ def test_metrics_by_hand_on_a_known_forecast(wide_frame):
     assert report["seasonal_period"] == 24
 
 
-def test_not_fitted_and_bad_file(tmp_path):
+def test_not_fitted_and_bad_files(tmp_path):
     forecaster = Forecaster(long_config())
     with pytest.raises(ValueError, match="not fitted yet"):
         forecaster.predict(pd.DataFrame())
-    torch.save({"x": 1}, tmp_path / "bad.pt")
-    with pytest.raises((ValueError, FileNotFoundError)):
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         Forecaster.load_from(tmp_path / "missing.safetensors")
+    from lstmkit.training.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "other.safetensors", {"format": "something/1", "w": torch.ones(1)})
+    with pytest.raises(ValueError, match="is not a saved Forecaster .format 'something/1'"):
+        Forecaster.load_from(tmp_path / "other.safetensors")
+
+
+def test_seasonal_periods_by_frequency():
+    from lstmkit.tasks.forecasting.config import seasonal_period
+
+    expected = {
+        "h": 24,
+        "2h": 12,
+        "15min": 96,
+        "5min": 288,
+        "D": 7,
+        "B": 5,
+        "W-SUN": 52,
+        "MS": 12,
+        "QS": 4,
+        "3D": 1,
+    }
+    assert {f: seasonal_period(f) for f in expected} == expected
+    assert DataConfig(time_col="t", targets="y", seasonal_period=30).period("D") == 30

@@ -20,22 +20,27 @@ from lstmkit.training import TrainConfig
 
 SCALERS = ("standard", "minmax", "none")
 LOSSES = ("mse", "mae")
-# seasonal period by pandas frequency alias prefix (for MASE and the seasonal naive baseline)
-SEASONAL_PERIODS = {
-    "min": 60,
-    "15min": 96,
-    "30min": 48,
-    "h": 24,
-    "D": 7,
-    "B": 5,
-    "W": 52,
-    "MS": 12,
-    "ME": 12,
-    "M": 12,
-    "QS": 4,
-    "QE": 4,
-    "Q": 4,
-}
+DEFAULT_MAX_EPOCHS = 50
+# seasons of calendar frequencies, by pandas' base alias; sub-daily ticks use one day
+CALENDAR_SEASONS = {"D": 7, "B": 5, "W": 52, "MS": 12, "ME": 12, "M": 12, "QS": 4, "QE": 4, "Q": 4}
+
+
+def seasonal_period(freq: str) -> int:
+    """The usual season of a pandas frequency alias (see ``DataConfig.period``)."""
+    import pandas as pd
+    from pandas.tseries.frequencies import to_offset
+
+    try:
+        offset = to_offset(freq)
+    except ValueError:
+        return 1
+    day = pd.Timedelta(days=1).value
+    nanos = getattr(offset, "nanos", None) if isinstance(offset, pd.tseries.offsets.Tick) else None
+    if nanos:
+        return day // nanos if day % nanos == 0 and nanos < day else 1
+    base = getattr(offset, "rule_code", offset.name).split("-")[0]
+    season = CALENDAR_SEASONS.get(base, 1)
+    return season // offset.n if offset.n and season % offset.n == 0 else 1
 
 
 def _as_tuple(name: str, value: Any) -> tuple[str, ...]:
@@ -88,13 +93,12 @@ class DataConfig:
         return self.val_size or self.horizon
 
     def period(self, freq: str) -> int:
-        """The seasonal period: as configured, else the usual one for ``freq``, else 1."""
+        """The seasonal period: as configured, else one day of sub-daily steps ("h" -> 24,
+        "15min" -> 96, "2h" -> 12), a week of days (7; 5 business days), a year of weeks,
+        months or quarters; 1 when none applies."""
         if self.seasonal_period:
             return self.seasonal_period
-        alias = freq.lstrip("0123456789") if freq else ""
-        if freq in SEASONAL_PERIODS:
-            return SEASONAL_PERIODS[freq]
-        return SEASONAL_PERIODS.get(alias.split("-")[0], 1)
+        return seasonal_period(freq)
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class ForecastConfig:
 
     data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_epochs=50))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_epochs=DEFAULT_MAX_EPOCHS))
     quantiles: tuple[float, ...] = ()  # e.g. (0.1, 0.5, 0.9); 0.5 is added if missing
     loss: str = "mse"  # point loss when no quantiles: "mse" or "mae"
 
@@ -141,7 +145,7 @@ class ForecastConfig:
             raise ValueError("the forecast config needs a [data] section with time_col and targets")
         data = _build(DataConfig, "data", values["data"])
         model = _build(ModelConfig, "model", values.get("model", {}))
-        train = TrainConfig.from_dict(dict(values.get("train", {"max_epochs": 50})))
+        train = TrainConfig.from_dict({"max_epochs": DEFAULT_MAX_EPOCHS, **values.get("train", {})})
         return cls(
             data=data,
             model=model,
@@ -158,6 +162,14 @@ def _build(kind: type, section: str, values: Any) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown setting(s) in [{section}]: {unknown}; known: {sorted(known)}")
+    required = [
+        f.name
+        for f in dataclasses.fields(kind)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in values]
+    if missing:
+        raise ValueError(f"[{section}] needs {missing}; got only {sorted(values)}")
     return kind(**values)
 
 

@@ -45,9 +45,10 @@ def evaluate(
     series_set = frame if isinstance(frame, SeriesSet) else forecaster.load(frame)
     split = forecaster.split(series_set)
     _, scaler = forecaster._require_fitted()
-    source = scaler.transform(series_set) if scaled else series_set
+    scaled_set = scaler.transform(series_set)
+    source = scaled_set if scaled else series_set
     windows = forecaster.windows(
-        scaler.transform(series_set),
+        scaled_set,
         split.test_start,
         [len(s) for s in series_set.series],
         stride=1,
@@ -123,17 +124,20 @@ def backtest(
     test = data.test_size or data.horizon
     fold_config = dataclasses.replace(config, data=dataclasses.replace(data, test_size=test))
     series_set = frame if isinstance(frame, SeriesSet) else Forecaster(fold_config).load(frame)
+    # origins count back from each series' own end, so a panel aligned on its last date is cut
+    # at the same dates; a sliding window keeps the first fold's length
     shortest = min(len(s) for s in series_set.series)
-    first_end = shortest - (folds - 1) * step
+    window = shortest - (folds - 1) * step
     results = []
     for k in range(folds):
-        end = first_end + k * step
-        start = 0 if mode == "expanding" else k * step
-        subset = series_set.slice_time(start, end)
+        back = (folds - 1 - k) * step  # steps after this fold's end
+        stop = -back if back else None
+        start = 0 if mode == "expanding" else -(back + window)
+        subset = series_set.slice_time(start, stop)
         forecaster = Forecaster(fold_config)
         forecaster.fit(subset)
         report = evaluate(forecaster, subset)
-        results.append({"fold": k, "train_end": end - test, "end": end, **report})
+        results.append({"fold": k, "steps_before_end": back, "test_size": test, **report})
         log.info(
             "fold %d/%d: model MAE %.4g, seasonal naive MAE %.4g",
             k + 1,

@@ -56,11 +56,19 @@ class ModelConfig:
         check_choice("model.normalization", self.normalization, NORMALIZATIONS)
         if not isinstance(self.lstm, Mapping):
             raise ValueError(f"model.lstm must be a mapping of LSTM options, got {self.lstm!r}")
-        reserved = {"input_size", "hidden_size", "num_layers"} & set(self.lstm)
+        fixed = {
+            "input_size",
+            "hidden_size",
+            "num_layers",
+            "batch_first",
+            "bidirectional",
+            "proj_size",
+        }
+        reserved = fixed & set(self.lstm)
         if reserved:
             raise ValueError(
-                f"model.lstm must not set {sorted(reserved)}; use model.hidden_size "
-                "and model.num_layers"
+                f"model.lstm must not set {sorted(reserved)}: the forecasting models fix them "
+                "(use model.hidden_size and model.num_layers)"
             )
         LSTMConfig(1, self.hidden_size, self.num_layers, **self.lstm)  # validates the options
 

@@ -425,12 +425,8 @@ def train_language_model(
         trainer_config,
         run_dir=run_dir,
         collate_fn=first_item,
-        saved_config={
-            "task": TASK,
-            TASK: config.to_dict(),
-            "passes": passes,
-            "tokenizer": tokenizer.to_dict(),
-        },
+        saved_config={"task": TASK, TASK: config.to_dict(), "passes": passes},
+        checkpoint_extras={"tokenizer": tokenizer.to_dict()},  # in checkpoints, not config.json
     )
     fit = trainer.fit(train_set, val_set, resume=resume)
     model.cpu()
@@ -453,7 +449,7 @@ def _saved_tokenizer(checkpoint: Path) -> Tokenizer | None:
     """The tokenizer stored in ``checkpoint``, if it exists (to resume with the same ids)."""
     if not checkpoint.exists():
         return None
-    return tokenizer_from_dict(read_checkpoint_state(checkpoint)["config"]["tokenizer"])
+    return tokenizer_from_dict(read_checkpoint_state(checkpoint)["extras"]["tokenizer"])
 
 
 def write_metrics(run_dir: Path, result: LMTrainResult) -> None:
@@ -496,7 +492,7 @@ def load_language_model(path: str | Path) -> LoadedLanguageModel:
             f"expected {TASK!r})"
         )
     config = LanguageModelConfig.from_dict(saved[TASK])
-    tokenizer = tokenizer_from_dict(saved["tokenizer"])
+    tokenizer = tokenizer_from_dict(state["extras"]["tokenizer"])
     model = LanguageModel(config, tokenizer.vocab_size)
     load_weights(model, state["model"], path)
     model.eval()

@@ -48,12 +48,7 @@ def plot_forecast(
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_error_by_horizon(
@@ -68,6 +63,11 @@ def plot_error_by_horizon(
     ax.set_ylabel(metric)
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (creating folders) and release it."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

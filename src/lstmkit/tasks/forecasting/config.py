@@ -38,7 +38,7 @@ def seasonal_period(freq: str) -> int:
     nanos = getattr(offset, "nanos", None) if isinstance(offset, pd.tseries.offsets.Tick) else None
     if nanos:
         return day // nanos if day % nanos == 0 and nanos < day else 1
-    base = getattr(offset, "rule_code", offset.name).split("-")[0]
+    base = (offset.rule_code if hasattr(offset, "rule_code") else offset.name).split("-")[0]
     season = CALENDAR_SEASONS.get(base, 1)
     return season // offset.n if offset.n and season % offset.n == 0 else 1
 

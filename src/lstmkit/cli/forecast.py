@@ -39,6 +39,23 @@ def build_config(config_file: Path | None, flags: dict[str, dict[str, Any]]):
     return ForecastConfig.from_dict(values)
 
 
+def _series_flags(
+    time_col: str | None,
+    target: str | None,
+    id_col: str | None,
+    horizon: int | None,
+    input_len: int | None,
+) -> dict[str, Any]:
+    """The [data] flags that ``train`` and ``backtest`` share."""
+    return {
+        "time_col": time_col,
+        "targets": _split(target),
+        "id_col": id_col,
+        "horizon": horizon,
+        "input_len": input_len,
+    }
+
+
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """``base`` updated with ``changes``, nested tables merged key by key (--lr keeps [optim])."""
     merged = dict(base)
@@ -94,11 +111,7 @@ def train(
             config,
             {
                 "data": {
-                    "time_col": time_col,
-                    "targets": _split(target),
-                    "id_col": id_col,
-                    "horizon": horizon,
-                    "input_len": input_len,
+                    **_series_flags(time_col, target, id_col, horizon, input_len),
                     "test_size": test_size,
                     "val_size": val_size,
                     "past_covariates": _split(past_covariates),
@@ -199,13 +212,7 @@ def backtest(
         cfg = build_config(
             config,
             {
-                "data": {
-                    "time_col": time_col,
-                    "targets": _split(target),
-                    "id_col": id_col,
-                    "horizon": horizon,
-                    "input_len": input_len,
-                },
+                "data": _series_flags(time_col, target, id_col, horizon, input_len),
                 "train": {"max_epochs": epochs, "progress": False},
             },
         )

@@ -135,12 +135,7 @@ class DirectForecaster(nn.Module):
         self.shapes = shapes
         c = shapes.n_targets
         self.norm = WindowNorm(config.normalization, c)
-        self.encoder = LSTM(
-            c + shapes.n_past + shapes.n_static,
-            config.hidden_size,
-            config.num_layers,
-            **config.lstm,
-        )
+        self.encoder = _lstm(config, c + shapes.n_past + shapes.n_static)
         self.dropout = nn.Dropout(config.dropout)
         head_in = config.hidden_size + shapes.horizon * shapes.n_future + shapes.n_static
         self.head = nn.Linear(head_in, shapes.horizon * c * shapes.n_outputs)
@@ -164,18 +159,8 @@ class AutoregressiveForecaster(nn.Module):
         self.shapes = shapes
         c = shapes.n_targets
         self.norm = WindowNorm(config.normalization, c)
-        self.encoder = LSTM(
-            c + shapes.n_past + shapes.n_static,
-            config.hidden_size,
-            config.num_layers,
-            **config.lstm,
-        )
-        self.decoder = LSTM(
-            c + shapes.n_future + shapes.n_static,
-            config.hidden_size,
-            config.num_layers,
-            **config.lstm,
-        )
+        self.encoder = _lstm(config, c + shapes.n_past + shapes.n_static)
+        self.decoder = _lstm(config, c + shapes.n_future + shapes.n_static)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, c * shapes.n_outputs)
         self.point = shapes.quantiles.index(0.5) if shapes.quantiles else 0
@@ -259,6 +244,11 @@ MODELS: dict[str, type[nn.Module]] = {
 
 def build_model(config: ModelConfig, shapes: Shapes) -> nn.Module:
     return MODELS[config.kind](config, shapes)
+
+
+def _lstm(config: ModelConfig, input_size: int) -> LSTM:
+    """An LSTM of the configured size and options reading ``input_size`` features per step."""
+    return LSTM(input_size, config.hidden_size, config.num_layers, **config.lstm)
 
 
 def _with_features(x: Tensor, covariates: Tensor, static: Tensor) -> Tensor:

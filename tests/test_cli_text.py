@@ -59,6 +59,13 @@ def test_generate_streams_a_continuation_of_the_prompt(trained):
         app, ["text", "generate", str(run), "--strategy", "beam", "--max-tokens", "5"]
     )
     assert beam.exit_code == 0, beam.output
+    stopped = runner.invoke(
+        app,
+        ["text", "generate", str(run), "--prompt", "ROMEO:", "--stop", " ", "--max-tokens", "200"],
+    )
+    assert stopped.exit_code == 0, stopped.output
+    continuation = stopped.output[len("ROMEO:") : -1]  # the CLI ends with a newline
+    assert continuation.endswith(" ") and continuation.count(" ") == 1, continuation
 
 
 def test_evaluate_prints_the_three_measures(trained):
@@ -78,6 +85,7 @@ def test_evaluate_prints_the_three_measures(trained):
         (["--temperature", "0"], "temperature must be a number > 0, got 0.0"),
         (["--max-tokens", "0"], "max_new_tokens must be an integer >= 1, got 0"),
         (["--prompt", "§ ok"], "the prompt has 1 character(s) the vocabulary lacks: '§'"),
+        (["--stop", "§"], "stop '§' is not in the vocabulary"),
     ],
 )
 def test_generate_rejects_bad_settings(trained, options, message):

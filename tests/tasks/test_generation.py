@@ -17,6 +17,7 @@ from lstmkit.tasks.generation import (
     generate,
     generate_ids,
     sample_next,
+    stop_token_id,
 )
 from lstmkit.tasks.language_model import LanguageModel, LanguageModelConfig
 
@@ -140,3 +141,79 @@ def test_prompts_the_vocabulary_cannot_express_are_errors(model):
     words = WordTokenizer(["<unk>", "<eos>", "a"])
     with pytest.raises(ValueError, match="the prompt ' ' has no tokens"):
         next(generate(model, words, " ", config))
+
+
+@pytest.mark.parametrize("strategy", ["sample", "greedy"])
+def test_a_stop_token_ends_the_continuation_where_it_first_appears(model, strategy):
+    full = GenerationConfig(max_new_tokens=60, strategy=strategy, seed=5)
+    text = "".join(generate(model, TOKENIZER, "ab", full))
+    stop = next(c for c in text if text.index(c) > 0)  # a token that first appears later
+    stopped = GenerationConfig(max_new_tokens=60, strategy=strategy, seed=5, stop=stop)
+    assert "".join(generate(model, TOKENIZER, "ab", stopped)) == text[: text.index(stop) + 1]
+
+
+def best_by_enumeration(model, prompt, stop_id, max_new, penalty):
+    """Every continuation of at most ``max_new`` tokens that ends at its first stop or at
+    ``max_new``, scored as beam search ranks finished ones: log p / length ** penalty."""
+    best, best_score = None, -math.inf
+    vocab = range(TOKENIZER.vocab_size)
+    for length in range(1, max_new + 1):
+        for seq in itertools.product(vocab, repeat=length):
+            if stop_id in seq[:-1] or (length < max_new and seq[-1] != stop_id):
+                continue
+            score = sequence_log_prob(model, prompt, list(seq)) / length**penalty
+            if score > best_score:
+                best, best_score = list(seq), score
+    return best
+
+
+@pytest.mark.parametrize("penalty", [0.0, 1.0, 3.0])
+def test_beam_search_with_a_stop_ranks_finished_beams_by_length_penalty(model, penalty):
+    prompt = TOKENIZER.encode("ha")
+    first = next(generate_ids(model, prompt, GenerationConfig(1, strategy="greedy")))
+    stop = TOKENIZER.decode([first])  # the likeliest first token: stopping competes
+    config = GenerationConfig(
+        max_new_tokens=2,
+        strategy="beam",
+        beam_size=TOKENIZER.vocab_size,  # a full beam is exhaustive over two steps
+        stop=stop,
+        length_penalty=penalty,
+    )
+    beam = list(generate_ids(model, prompt, config, stop_id=first))
+    assert beam == best_by_enumeration(model, prompt, first, 2, penalty)
+    assert "".join(generate(model, TOKENIZER, "ha", config)) == TOKENIZER.decode(beam)
+
+
+def test_length_penalty_moves_beam_search_between_short_and_long(model):
+    prompt = TOKENIZER.encode("ha")
+    first = next(generate_ids(model, prompt, GenerationConfig(1, strategy="greedy")))
+    lengths = {
+        penalty: len(
+            list(
+                generate_ids(
+                    model,
+                    prompt,
+                    GenerationConfig(8, strategy="beam", beam_size=3, length_penalty=penalty),
+                    stop_id=first,
+                )
+            )
+        )
+        for penalty in (0.0, 10.0)
+    }
+    assert lengths[0.0] == 1  # raw sums: the likeliest first token is a stop, and it ends there
+    assert lengths[10.0] > 1
+
+
+def test_stop_settings_are_checked(model):
+    with pytest.raises(ValueError, match="stop must be a non-empty string or None, got ''"):
+        GenerationConfig(stop="")
+    with pytest.raises(ValueError, match="length_penalty must be a finite number, got nan"):
+        GenerationConfig(length_penalty=float("nan"))
+    with pytest.raises(ValueError, match="stop must be exactly one token .* 'ab', which encodes"):
+        next(generate(model, TOKENIZER, "a", GenerationConfig(stop="ab")))
+    with pytest.raises(ValueError, match="stop 'Z' is not in the vocabulary"):
+        next(generate(model, TOKENIZER, "a", GenerationConfig(stop="Z")))
+    words = WordTokenizer(["<unk>", "<eos>", "a"])
+    assert stop_token_id(words, "<eos>") == stop_token_id(words, "\n") == words.eos_id
+    with pytest.raises(ValueError, match="stop 'zz' is not in the vocabulary"):
+        stop_token_id(words, "zz")

@@ -125,6 +125,12 @@ def generate(
     top_p: Annotated[float, typer.Option(help="Nucleus mass in (0, 1].")] = 1.0,
     beam_size: Annotated[int, typer.Option(help="Beams for --strategy beam.")] = 4,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    stop: Annotated[
+        str | None, typer.Option(help="One token that ends the text (e.g. $'\\n' or '<eos>').")
+    ] = None,
+    length_penalty: Annotated[
+        float, typer.Option(help="Beam: finished scores / length ** this (0 favours short).")
+    ] = 1.0,
 ) -> None:
     """Continue a prompt, printing each token as it is produced."""
     from lstmkit.tasks.generation import GenerationConfig
@@ -140,6 +146,8 @@ def generate(
             top_p=top_p,
             beam_size=beam_size,
             seed=seed,
+            stop=stop,
+            length_penalty=length_penalty,
         )
         loaded = load_language_model(run)
         pieces = generate_text(loaded.model, loaded.tokenizer, prompt, config)

@@ -7,8 +7,15 @@ token is chosen, so a caller can stream it to a terminal (the CLI does).
 Sampling, per step (as Hugging Face ``generate``): logits / temperature, keep the ``top_k``
 most likely tokens, then the smallest set of those whose probability adds up to ``top_p``
 (nucleus sampling, Holtzman et al. 2020), renormalise and draw with a seeded generator.
-Beam search keeps the ``beam_size`` highest-scoring continuations (sum of log-probabilities);
-all have the same length, so no length penalty is needed.
+Beam search keeps the ``beam_size`` highest-scoring continuations (sum of log-probabilities).
+
+``stop`` names one token (``"\\n"`` for characters, ``"<eos>"`` for words) that ends the
+continuation; it is included in the output. A beam that produces it is finished and ranked by
+``sum of log-probabilities / length ** length_penalty`` (Hugging Face's convention: 0 compares
+raw sums and favours short continuations, larger values favour long ones). As in Hugging Face's
+default, the search ends once ``beam_size`` continuations are finished and none of the running
+beams scores better than the worst of them; else at ``max_new_tokens``, where running beams
+compete with the finished ones under the same normalisation.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ class GenerationConfig:
     top_p: float = 1.0  # sample: nucleus mass in (0, 1]; 1 = all
     beam_size: int = 4  # beam: continuations kept
     seed: int = 0  # sample: the draws are reproducible for a seed
+    stop: str | None = None  # one token that ends the continuation (kept); None = none
+    length_penalty: float = 1.0  # beam: finished scores are divided by length ** this
 
     def __post_init__(self) -> None:
         _check_int("max_new_tokens", self.max_new_tokens, 1)
@@ -54,6 +63,11 @@ class GenerationConfig:
             raise ValueError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
         _check_int("beam_size", self.beam_size, 1)
         _check_int("seed", self.seed, 0)
+        if self.stop is not None and (not isinstance(self.stop, str) or not self.stop):
+            raise ValueError(f"stop must be a non-empty string or None, got {self.stop!r}")
+        penalty = self.length_penalty
+        if not _is_real(penalty) or not math.isfinite(penalty):
+            raise ValueError(f"length_penalty must be a finite number, got {penalty!r}")
 
 
 def _is_real(value: object) -> bool:
@@ -112,45 +126,97 @@ def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
     return ids
 
 
+def stop_token_id(tokenizer: Tokenizer, stop: str | None) -> int | None:
+    """The id of the ``stop`` token; text that is not exactly one known token is a
+    ``ValueError``."""
+    if stop is None:
+        return None
+    lacking = tokenizer.missing(stop)
+    if lacking:
+        raise ValueError(f"stop {stop!r} is not in the vocabulary (unknown: {lacking[:5]})")
+    ids = tokenizer.encode(stop)
+    if len(ids) != 1:
+        raise ValueError(
+            f"stop must be exactly one token of the vocabulary, got {stop!r}, "
+            f"which encodes as {len(ids)} tokens"
+        )
+    return ids[0]
+
+
 @torch.no_grad()
 def generate_ids(
-    model: LanguageModel, prompt_ids: list[int], config: GenerationConfig
+    model: LanguageModel,
+    prompt_ids: list[int],
+    config: GenerationConfig,
+    stop_id: int | None = None,
 ) -> Iterator[int]:
-    """Yield ``config.max_new_tokens`` token ids continuing ``prompt_ids``, one at a time."""
+    """Yield up to ``config.max_new_tokens`` token ids continuing ``prompt_ids``, one at a time,
+    ending early after ``stop_id`` (see ``stop_token_id``)."""
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
         prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
         if config.strategy == "beam":
-            yield from _beam_search(model, prompt, config)
+            yield from _beam_search(model, prompt, config, stop_id)
             return
         generator = torch.Generator(device=device).manual_seed(config.seed)
         log_probs, state = model.next_log_probs(prompt)  # (1, V)
         for produced in range(config.max_new_tokens):
             token = sample_next(log_probs, config, generator)  # (1,)
             yield int(token.item())
+            if int(token.item()) == stop_id:
+                return
             if produced + 1 < config.max_new_tokens:
                 log_probs, state = model.next_log_probs(token.view(1, 1), state)
     finally:
         model.train(was_training)
 
 
-def _beam_search(model: LanguageModel, prompt: Tensor, config: GenerationConfig) -> Iterator[int]:
+def _beam_search(
+    model: LanguageModel, prompt: Tensor, config: GenerationConfig, stop_id: int | None
+) -> Iterator[int]:
     log_probs, (h, c) = model.next_log_probs(prompt)  # (1, V); (L, 1, P), (L, 1, H)
-    width = min(config.beam_size, log_probs.shape[-1])
-    scores, tokens = torch.topk(log_probs[0], width)  # (K,), (K,)
-    sequences = tokens.view(width, 1)  # (K, 1)
-    state = (h.expand(-1, width, -1).contiguous(), c.expand(-1, width, -1).contiguous())
-    for _ in range(config.max_new_tokens - 1):
-        log_probs, (h, c) = model.next_log_probs(sequences[:, -1:], state)  # (K, V)
-        vocab = log_probs.shape[-1]
+    vocab = log_probs.shape[-1]
+    width = min(config.beam_size, vocab)
+    scores = log_probs.new_zeros(1)  # (K,) running sums of log-probabilities, best first
+    sequences = prompt.new_empty(1, 0)  # (K, t) the running continuations
+    finished: list[tuple[float, list[int]]] = []  # (normalised score, ids)
+
+    def normalised(score: float, length: int) -> float:
+        return score / length**config.length_penalty
+
+    for step in range(config.max_new_tokens):
+        length = step + 1
         total = (scores[:, None] + log_probs).flatten()  # (K * V,)
-        scores, flat = torch.topk(total, width)
+        top, flat = torch.topk(total, min(total.numel(), 2 * width))  # enough to refill K
         beam, token = flat // vocab, flat % vocab  # which continuation, which next token
-        sequences = torch.cat([sequences[beam], token[:, None]], dim=1)  # (K, t + 1)
-        state = (h[:, beam], c[:, beam])
-    yield from sequences[0].tolist()  # the best continuation (topk sorts, best first)
+        keep = []
+        for rank in range(top.numel()):
+            if int(token[rank]) == stop_id:
+                if rank < width:  # a stop among the K best candidates finishes its beam
+                    ids = [*sequences[beam[rank]].tolist(), stop_id]
+                    finished.append((normalised(float(top[rank]), length), ids))
+            elif len(keep) < width:
+                keep.append(rank)
+        chosen = torch.tensor(keep, dtype=torch.long)
+        scores, sequences = (
+            top[chosen],
+            torch.cat([sequences[beam[chosen]], token[chosen, None]], dim=1),
+        )
+        finished.sort(key=lambda item: item[0], reverse=True)
+        del finished[width:]
+        if not keep or length == config.max_new_tokens:
+            break
+        if len(finished) == width and finished[-1][0] >= normalised(float(scores[0]), length):
+            break  # no running beam is ahead of the worst finished one
+        state = (h[:, beam[chosen]], c[:, beam[chosen]])
+        log_probs, (h, c) = model.next_log_probs(sequences[:, -1:], state)  # (K, V)
+    running = [
+        (normalised(float(s), sequences.shape[1]), sequences[i].tolist())
+        for i, s in enumerate(scores)
+    ]
+    yield from max(finished + running, key=lambda item: item[0])[1]
 
 
 def generate(
@@ -162,9 +228,10 @@ def generate(
     comes out whole once its last byte arrives.
     """
     ids = encode_prompt(tokenizer, prompt)
+    stop_id = stop_token_id(tokenizer, config.stop)
     produced: list[int] = []
     emitted = ""
-    for token in generate_ids(model, ids, config):
+    for token in generate_ids(model, ids, config, stop_id):
         produced.append(token)
         text = tokenizer.decode(produced)
         if text.endswith("\ufffd"):

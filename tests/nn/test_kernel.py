@@ -16,7 +16,7 @@ import torch
 
 from lstmkit.nn import LSTM
 from lstmkit.nn.backends import BACKENDS, Placement
-from lstmkit.nn.backends.kernel import DISABLE_ENV, kernel_unavailable
+from lstmkit.nn.backends.kernel import CELL_KINDS, DISABLE_ENV, kernel_unavailable, load_kernel
 
 
 @pytest.fixture(scope="session")
@@ -109,6 +109,57 @@ def test_kernel_matches_reference(kernel, dtype, cell, layers, bidirectional, pr
         torch.testing.assert_close(
             got[name], value, **_tolerance(cell, dtype, value), msg=lambda m, n=name: f"{n}: {m}"
         )
+
+
+@pytest.fixture
+def unit_split(kernel):
+    """Two threads and no size threshold: small batches take the unit split of columns.h."""
+    module = load_kernel()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    previous = module.set_column_split_min_work(0)
+    yield module
+    module.set_column_split_min_work(previous)
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize(
+    "cell,batch,bidirectional,variable",
+    list(itertools.product(["lstm", "peephole"], [1, 3], [False, True], [False, True])),
+)
+def test_small_batches_split_units_across_threads_exactly(
+    unit_split, dtype, cell, batch, bidirectional, variable
+):
+    hidden = 7  # two threads own 3 and 4 units
+    assert unit_split.column_split_threads(batch, hidden, 0, CELL_KINDS[cell]) == 2
+    torch.manual_seed(batch)
+    reference = _perturbed(
+        LSTM(5, hidden, 2, bidirectional=bidirectional, cell=cell, backend="reference"), dtype
+    )
+    ours = _with_backend(reference, "kernel")
+    d = 2 if bidirectional else 1
+    x = torch.randn(batch, 6, 5, dtype=dtype)
+    state = tuple(torch.randn(2 * d, batch, hidden, dtype=dtype) for _ in range(2))
+    lengths = torch.tensor([6, 2, 5][:batch]) if variable else None
+    out, _ = reference(x, state, lengths=lengths)
+    weights = [torch.randn(shape, dtype=dtype) for shape in (out.shape, *(s.shape for s in state))]
+    expected = _run(reference, x, state, lengths, weights)
+    got = _run(ours, x, state, lengths, weights)
+    for name, value in expected.items():
+        torch.testing.assert_close(
+            got[name], value, **_tolerance(cell, dtype, value), msg=lambda m, n=name: f"{n}: {m}"
+        )
+
+
+def test_the_unit_split_is_only_for_small_batches_of_unit_local_cells(unit_split):
+    split = unit_split.column_split_threads
+    assert split(1, 128, 0, CELL_KINDS["lstm"]) == 2
+    assert split(8, 128, 0, CELL_KINDS["lstm"]) == 1  # four rows per thread: the row split
+    assert split(1, 128, 0, CELL_KINDS["layernorm"]) == 1  # its norm spans all units
+    assert split(1, 128, 64, CELL_KINDS["lstm"]) == 1  # projection
+    unit_split.set_column_split_min_work(4 * 128 * 128 + 1)
+    assert split(1, 128, 0, CELL_KINDS["lstm"]) == 1  # too little work per step
 
 
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm"])

@@ -43,6 +43,7 @@ CELL_KINDS = {"lstm": 0, "peephole": 1, "layernorm": 2}  # must match csrc/cells
 SOURCES = (
     "lstm_kernel.cpp",
     "backward.h",
+    "columns.h",
     "recurrence.h",
     "cells.h",
     "gemm.h",

@@ -6,7 +6,7 @@
 //   dW_hr = Σ_t dh_t^T m_t         (projection only)
 #pragma once
 
-#include "recurrence.h"
+#include "columns.h"
 
 namespace lstmkit {
 
@@ -51,6 +51,11 @@ std::vector<at::Tensor> backward_direction(
   const T* gates = gates_t.data_ptr<T>();
   const T* cells = cells_t.data_ptr<T>();
 
+  const int64_t ncol = column_threads(n, kind, proj);
+  if (ncol > 1) {
+    backward_columns<T>(n, go, dx, whh, peep, len, reverse, kind, gates_t, cells_t, dh, dc, acc,
+                        ncol);
+  } else {
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
@@ -106,6 +111,7 @@ std::vector<at::Tensor> backward_direction(
     }
     if (dh_cur != dh.data_ptr<T>())  // an odd number of swaps: bring this block home
       std::memcpy(dh.data_ptr<T>() + r0 * n.P, dh_cur + r0 * n.P, sizeof(T) * rows * n.P);
+  }
   }
 
   // dW_hh = Σ da_t^T h_{t-1}: h_{t-1} is the output one step earlier in this direction's order,

@@ -5,6 +5,7 @@
 //   backward(grad_out, grad_hn, grad_cn, grad_xproj, out, h0, w_hh, w_hr, peep, ln, lengths,
 //            reverse, kind, saved)
 //   Stepper(layers, kind, hidden, batch).step(x)       streaming inference
+//   set_column_split_min_work(n)                        small-batch threading threshold
 // All tensors are CPU, float32 or float64; time-major (T, B, F) with the last dim contiguous.
 #include <torch/extension.h>
 
@@ -22,9 +23,13 @@ std::vector<at::Tensor> forward(const at::Tensor& xproj, const at::Tensor& h0,
                                 int64_t kind, bool save, at::Tensor out) {
   TORCH_CHECK(xproj.stride(2) == 1 && out.stride(2) == 1, "last dim must be contiguous");
   std::vector<at::Tensor> result;
+  const Shapes n{xproj.size(0), xproj.size(1), c0.size(1), xproj.size(2), h0.size(1)};
+  const int64_t ncol = column_threads(n, kind, w_hr.has_value());
   AT_DISPATCH_FLOATING_TYPES(xproj.scalar_type(), "lstmkit_forward", [&] {
-    result = forward_direction<scalar_t>(xproj, h0, c0, w_hh, w_hr, peep, ln, lengths, reverse,
-                                         kind, save, out);
+    result = ncol > 1 ? forward_columns<scalar_t>(xproj, h0, c0, w_hh, peep, lengths, reverse,
+                                                  kind, save, out, ncol)
+                      : forward_direction<scalar_t>(xproj, h0, c0, w_hh, w_hr, peep, ln, lengths,
+                                                    reverse, kind, save, out);
   });
   return result;
 }
@@ -82,6 +87,20 @@ int64_t held_bytes() { return BufferPool::instance().held_bytes(); }
 
 bool has_onednn_matmul() { return &at::native::mkldnn_matmul != nullptr; }
 
+// The least 4H * P for which small batches split hidden units across threads (columns.h);
+// returns the previous value. Tests lower it to run that path at small sizes.
+int64_t set_column_split_min_work(int64_t min_work) {
+  const int64_t previous = column_split_min_work();
+  column_split_min_work() = min_work;
+  return previous;
+}
+
+// Threads the unit split would use for a batch of `batch` rows (1: it would not be used).
+int64_t column_split_threads(int64_t batch, int64_t hidden, int64_t proj_size, int64_t kind) {
+  const int64_t P = proj_size > 0 ? proj_size : hidden;
+  return column_threads(Shapes{1, batch, hidden, 4 * hidden, P}, kind, proj_size > 0);
+}
+
 }  // namespace lstmkit
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -91,6 +110,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear_forward", &lstmkit::linear_forward);
   m.def("linear_backward", &lstmkit::linear_backward);
   m.def("has_onednn_matmul", &lstmkit::has_onednn_matmul);
+  m.def("set_column_split_min_work", &lstmkit::set_column_split_min_work);
+  m.def("column_split_threads", &lstmkit::column_split_threads);
   m.def("empty", &lstmkit::empty);
   m.def("release_buffers", &lstmkit::release_buffers);
   m.def("held_bytes", &lstmkit::held_bytes);

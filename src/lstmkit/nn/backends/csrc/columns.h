@@ -1,0 +1,233 @@
+// Small batches: the hidden units, not the rows, are shared out among the threads.
+//
+// With fewer rows than the threads can share (batch 1 above all), the row split of
+// recurrence.h leaves one thread to stream the whole of W_hh from cache every step. Here each
+// thread owns a block of hidden units u0..u1 and the weight columns of their four gates, packed
+// once per call, so each thread reads only its share of W_hh per step:
+//
+//   forward:   z[:, own] = h' @ W_hh[own]^T            (B, 4 nu)
+//              gates, c[:, own], h[:, own] = cell(...)  unit-local for the plain and peephole cells
+//              barrier: every thread needs all of h for the next step
+//   backward:  dz[:, own], dc[:, own] = cell_backward(dh[:, own] + dout[:, own], ...)
+//              barrier: dh'[:, own] = dz @ W_hh[:, own] needs all of dz
+//
+// The running h (forward) and dz (backward) are double-buffered, so one barrier per step
+// suffices: a thread overwrites a buffer only after every thread has passed the barrier that
+// follows its last read of it. The layer-norm cell (a norm over all 4H gates) and projections
+// use the row split.
+#pragma once
+
+#include "recurrence.h"
+
+namespace lstmkit {
+
+// The least W_hh multiply-adds per row and step (4H * P) for which splitting the units pays;
+// settable from Python so that tests can run this path at small sizes.
+inline int64_t& column_split_min_work() {
+  static int64_t min_work = int64_t(1) << 15;
+  return min_work;
+}
+
+// Threads for the unit split, or 1 where the row split (or one thread) is the better path.
+inline int64_t column_threads(const Shapes& n, int64_t kind, bool proj) {
+  const int64_t threads = at::get_num_threads();
+  if (proj || kind == kLayerNorm || threads < 2 || n.B >= 4 * threads) return 1;
+  if (n.G * n.P < column_split_min_work()) return 1;
+  return std::min<int64_t>(threads, n.H);
+}
+
+// Units [u0, u1) of thread `tid` of `nt`.
+inline std::pair<int64_t, int64_t> unit_block(int64_t H, int64_t tid, int64_t nt) {
+  return {H * tid / nt, H * (tid + 1) / nt};
+}
+
+// Rows q*H + u0 .. q*H + u1 of each gate block q of a (4H, ...) tensor, in gate order.
+inline at::Tensor gate_rows(const at::Tensor& w, int64_t H, int64_t u0, int64_t u1) {
+  return at::cat({w.slice(0, u0, u1), w.slice(0, H + u0, H + u1), w.slice(0, 2 * H + u0, 2 * H + u1),
+                  w.slice(0, 3 * H + u0, 3 * H + u1)});
+}
+
+// Copies the own units of each gate block between the global layout [i|f|g|o] (4H) and the
+// local one (4 nu).
+template <typename T>
+inline void gather_gates(const T* global, int64_t H, int64_t u0, int64_t nu, T* local) {
+  for (int64_t q = 0; q < 4; ++q) std::memcpy(local + q * nu, global + q * H + u0, sizeof(T) * nu);
+}
+template <typename T>
+inline void scatter_gates(const T* local, int64_t H, int64_t u0, int64_t nu, T* global) {
+  for (int64_t q = 0; q < 4; ++q) std::memcpy(global + q * H + u0, local + q * nu, sizeof(T) * nu);
+}
+
+// Per-thread packed parameters of the unit split.
+struct UnitBlocks {
+  std::vector<at::Tensor> w;     // forward: (P, 4 nu) = W_hh[own]^T; backward: (4H, nu) = W_hh[:, own]
+  std::vector<at::Tensor> peep;  // (3, nu), peephole only
+};
+
+inline UnitBlocks pack_units(const at::Tensor& w_hh, const std::optional<at::Tensor>& peep,
+                             int64_t kind, int64_t H, int64_t nt, bool backward) {
+  UnitBlocks blocks;
+  for (int64_t tid = 0; tid < nt; ++tid) {
+    const auto [u0, u1] = unit_block(H, tid, nt);
+    blocks.w.push_back(backward ? w_hh.slice(1, u0, u1).contiguous()
+                                : gate_rows(w_hh, H, u0, u1).t().contiguous());
+    if (kind == kPeephole) blocks.peep.push_back(peep->slice(1, u0, u1).contiguous());
+  }
+  return blocks;
+}
+
+template <typename T>
+CellParams<T> unit_params(int64_t kind, int64_t nu, const UnitBlocks& blocks, int64_t tid) {
+  CellParams<T> p;
+  p.kind = kind;
+  p.H = nu;
+  if (kind == kPeephole) p.peep = blocks.peep[tid].data_ptr<T>();
+  return p;
+}
+
+template <typename T>
+std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tensor& h0,
+                                        const at::Tensor& c0, const at::Tensor& w_hh,
+                                        const std::optional<at::Tensor>& peep,
+                                        const std::optional<at::Tensor>& lengths, bool reverse,
+                                        int64_t kind, bool save, at::Tensor& out, int64_t nt) {
+  const Shapes n{xproj.size(0), xproj.size(1), c0.size(1), xproj.size(2), h0.size(1)};
+  const auto opts = xproj.options();
+  const UnitBlocks blocks = pack_units(w_hh, peep, kind, n.H, nt, false);
+  const int64_t* len = lengths ? lengths->data_ptr<int64_t>() : nullptr;
+  at::Tensor gates = pooled_empty({save ? n.T : 1, n.B, n.G}, opts);
+  at::Tensor cells = pooled_empty({save ? n.T + 1 : 2, n.B, n.H}, opts);
+  cells[0].copy_(c0);
+  at::Tensor hbuf = at::empty({2, n.B, n.P}, opts);
+  hbuf[0].copy_(h0);
+  at::Tensor scratch = at::empty({nt, n.B * n.G + n.G}, opts);  // per thread: z (B, 4nu), x (4nu)
+  const TimeMajor<T> x = time_major<T>(xproj), o = time_major<T>(out);
+  T* cp = cells.data_ptr<T>();
+  T* gp = gates.data_ptr<T>();
+  T* hb = hbuf.data_ptr<T>();
+
+#pragma omp parallel num_threads(nt)
+  {
+    const int64_t tid = omp_get_thread_num();
+    const auto [u0, u1] = unit_block(n.H, tid, nt);
+    const int64_t nu = u1 - u0, G = 4 * nu;
+    const CellParams<T> p = unit_params<T>(kind, nu, blocks, tid);
+    const T* w = blocks.w[tid].data_ptr<T>();
+    T* z = scratch.data_ptr<T>() + tid * (n.B * n.G + n.G);
+    T* xl = z + n.B * G;
+    const LNSaved<T> no_ln;
+    for (int64_t s = 0; s < n.T; ++s) {
+      const T* h_cur = hb + (s % 2) * n.B * n.P;
+      T* h_nxt = hb + ((s + 1) % 2) * n.B * n.P;
+      const T* c_prev = cp + (save ? s : s % 2) * n.B * n.H;
+      T* c_next = cp + (save ? s + 1 : (s + 1) % 2) * n.B * n.H;
+      if (nu > 0) gemm(n.B, G, n.P, h_cur, n.P, w, G, z, G);
+      for (int64_t b = 0; b < n.B && nu > 0; ++b) {
+        const int64_t lb = len ? len[b] : n.T;
+        if (s >= lb) {  // padding: carry the state, output zero
+          std::memcpy(c_next + b * n.H + u0, c_prev + b * n.H + u0, sizeof(T) * nu);
+          std::memcpy(h_nxt + b * n.P + u0, h_cur + b * n.P + u0, sizeof(T) * nu);
+          std::memset(o.row(s, b) + u0, 0, sizeof(T) * nu);
+          continue;
+        }
+        const int64_t t = reverse ? lb - 1 - s : s;
+        T* zb = z + b * G;
+        gather_gates(x.row(t, b), n.H, u0, nu, xl);
+        cell_forward_row(p, zb, xl, c_prev + b * n.H + u0, c_next + b * n.H + u0,
+                         h_nxt + b * n.P + u0, no_ln, static_cast<T*>(nullptr));
+        if (save) scatter_gates(zb, n.H, u0, nu, gp + (s * n.B + b) * n.G);
+        std::memcpy(o.row(t, b) + u0, h_nxt + b * n.P + u0, sizeof(T) * nu);
+      }
+#pragma omp barrier
+    }
+  }
+  const at::Tensor h_n = hbuf[n.T % 2].clone();
+  const at::Tensor c_n = cells[save ? n.T : n.T % 2].clone();
+  if (!save) return {h_n, c_n};
+  return {h_n, c_n, gates, cells, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+}
+
+// The loop over time of backward_direction for the unit split: fills grad_xproj (= da for these
+// cells), `dh` with the gradient of h0, `dc` with that of c0 and `acc` with the peephole
+// gradients (row 0, global layout).
+template <typename T>
+void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
+                      const TimeMajor<T>& dx, const at::Tensor& w_hh,
+                      const std::optional<at::Tensor>& peep, const int64_t* len, bool reverse,
+                      int64_t kind, const at::Tensor& gates_t, const at::Tensor& cells_t,
+                      at::Tensor& dh, at::Tensor& dc, at::Tensor& acc, int64_t nt) {
+  const auto opts = gates_t.options();
+  const UnitBlocks blocks = pack_units(w_hh, peep, kind, n.H, nt, true);
+  at::Tensor dhbuf = at::empty({2, n.B, n.P}, opts);
+  dhbuf[0].copy_(dh);
+  at::Tensor dabuf = at::empty({2, n.B, n.G}, opts);  // dz of all units, by parity of the step
+  at::Tensor scratch = at::empty({nt, 3 * n.G + 3 * n.H}, opts);
+  at::Tensor local_acc = at::zeros({nt, 3 * n.H}, opts);
+  const T* gates = gates_t.data_ptr<T>();
+  const T* cells = cells_t.data_ptr<T>();
+  T* dhb = dhbuf.data_ptr<T>();
+  T* dab = dabuf.data_ptr<T>();
+  T* dcp = dc.data_ptr<T>();
+
+#pragma omp parallel num_threads(nt)
+  {
+    const int64_t tid = omp_get_thread_num();
+    const auto [u0, u1] = unit_block(n.H, tid, nt);
+    const int64_t nu = u1 - u0;
+    const CellParams<T> p = unit_params<T>(kind, nu, blocks, tid);
+    const T* w = blocks.w[tid].data_ptr<T>();
+    T* gl = scratch.data_ptr<T>() + tid * (3 * n.G + 3 * n.H);  // gates (4nu)
+    T* dz = gl + n.G;                                           // (4nu)
+    T* dm = dz + n.G;                                           // (nu)
+    T* a = local_acc.data_ptr<T>() + tid * 3 * n.H;
+    CellGrads<T> g_acc;
+    g_acc.peep = a;
+    const LNSaved<T> no_ln;
+    for (int64_t s = n.T - 1; s >= 0; --s) {
+      const int64_t k = n.T - 1 - s;
+      const T* dh_cur = dhb + (k % 2) * n.B * n.P;
+      T* dh_nxt = dhb + ((k + 1) % 2) * n.B * n.P;
+      T* da = dab + (k % 2) * n.B * n.G;
+      for (int64_t b = 0; b < n.B && nu > 0; ++b) {
+        const int64_t lb = len ? len[b] : n.T;
+        if (s >= lb) {  // padding: zero gradients, dh and dc pass through
+          for (int64_t q = 0; q < 4; ++q) {
+            std::memset(dx.row(s, b) + q * n.H + u0, 0, sizeof(T) * nu);
+            std::memset(da + b * n.G + q * n.H + u0, 0, sizeof(T) * nu);
+          }
+          continue;
+        }
+        const int64_t t = reverse ? lb - 1 - s : s;
+        const T* g = go ? go->row(t, b) + u0 : nullptr;
+#pragma omp simd
+        for (int64_t j = 0; j < nu; ++j) dm[j] = dh_cur[b * n.P + u0 + j] + (g ? g[j] : T(0));
+        gather_gates(gates + (s * n.B + b) * n.G, n.H, u0, nu, gl);
+        cell_backward_row(p, gl, cells + (s * n.B + b) * n.H + u0,
+                          cells + ((s + 1) * n.B + b) * n.H + u0, dm, dcp + b * n.H + u0, dz, dz,
+                          no_ln, g_acc, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+        scatter_gates(dz, n.H, u0, nu, dx.row(t, b));
+        scatter_gates(dz, n.H, u0, nu, da + b * n.G);
+      }
+#pragma omp barrier
+      if (nu == 0) continue;
+      gemm(n.B, nu, n.G, da, n.G, w, nu, dh_nxt + u0, n.P);
+      for (int64_t b = 0; b < n.B; ++b) {
+        const int64_t lb = len ? len[b] : n.T;
+        if (s >= lb) std::memcpy(dh_nxt + b * n.P + u0, dh_cur + b * n.P + u0, sizeof(T) * nu);
+      }
+    }
+  }
+  dh.copy_(dhbuf[n.T % 2]);
+  if (kind == kPeephole) {
+    T* out = acc.data_ptr<T>();  // row 0: [p_i | p_f | p_o] each H wide
+    const T* la = local_acc.data_ptr<T>();
+    for (int64_t tid = 0; tid < nt; ++tid) {
+      const auto [u0, u1] = unit_block(n.H, tid, nt);
+      const int64_t nu = u1 - u0;
+      for (int64_t q = 0; q < 3; ++q)
+        for (int64_t j = 0; j < nu; ++j) out[q * n.H + u0 + j] += la[tid * 3 * n.H + q * nu + j];
+    }
+  }
+}
+
+}  // namespace lstmkit

@@ -124,14 +124,14 @@ def unit_split(kernel):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("hidden", [7, 32])  # 3 + 4 units; 16 + 16 (the narrow AVX-512 products)
 @pytest.mark.parametrize(
     "cell,batch,bidirectional,variable",
     list(itertools.product(["lstm", "peephole"], [1, 3], [False, True], [False, True])),
 )
 def test_small_batches_split_units_across_threads_exactly(
-    unit_split, dtype, cell, batch, bidirectional, variable
+    unit_split, dtype, hidden, cell, batch, bidirectional, variable
 ):
-    hidden = 7  # two threads own 3 and 4 units
     assert unit_split.column_split_threads(batch, hidden, 0, CELL_KINDS[cell]) == 2
     torch.manual_seed(batch)
     reference = _perturbed(

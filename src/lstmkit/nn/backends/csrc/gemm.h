@@ -1,7 +1,7 @@
 // Matrix products. Per step of the recurrence, row-major C (M, N) = A (M, K) @ B (K, N):
 // float uses oneDNN's BRGEMM micro-kernel through ATen (AVX-512 where the CPU has it), or a
 // hand-written AVX-512 product for a single row (batch 1), where BRGEMM's blocking does not pay
-// off; double (the float64 gradient checks) a plain loop. Large products over all steps go
+// off (16 accumulators over 256 columns, or over 16 * NV columns and 16 / NV rows of B); double (the float64 gradient checks) a plain loop. Large products over all steps go
 // through `mm_fast`: oneDNN's matmul when torch exports it, else at::mm (MKL on x86, which
 // does not use AVX-512 on every CPU).
 #pragma once
@@ -57,6 +57,34 @@ inline void gemv_avx512(int64_t N, int64_t K, const float* a, const float* B, in
     _mm512_storeu_ps(c + n0, acc);
   }
 }
+
+// One row of A against a narrow B (N = 16 * NV < 256 columns, as the unit split's backward
+// product): 16 / NV consecutive k share the 16 accumulators, so that the FMA chains overlap.
+template <int NV>
+inline void gemv_narrow_avx512(int64_t K, const float* a, const float* B, int64_t ldb, float* c) {
+  constexpr int U = 16 / NV;
+  __m512 acc[U][NV];
+  for (int u = 0; u < U; ++u)
+    for (int v = 0; v < NV; ++v) acc[u][v] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + U <= K; k += U) {
+    for (int u = 0; u < U; ++u) {
+      const __m512 av = _mm512_set1_ps(a[k + u]);
+      const float* b = B + (k + u) * ldb;
+      for (int v = 0; v < NV; ++v) acc[u][v] = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + 16 * v), acc[u][v]);
+    }
+  }
+  for (; k < K; ++k) {
+    const __m512 av = _mm512_set1_ps(a[k]);
+    for (int v = 0; v < NV; ++v)
+      acc[0][v] = _mm512_fmadd_ps(av, _mm512_loadu_ps(B + k * ldb + 16 * v), acc[0][v]);
+  }
+  for (int v = 0; v < NV; ++v) {
+    __m512 sum = acc[0][v];
+    for (int u = 1; u < U; ++u) sum = _mm512_add_ps(sum, acc[u][v]);
+    _mm512_storeu_ps(c + 16 * v, sum);
+  }
+}
 #endif
 
 inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
@@ -66,6 +94,15 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   if (M == 1 && N % 256 == 0) {
     for (int64_t i = 0; i < M; ++i) gemv_avx512(N, K, A + i * lda, B, ldb, C + i * ldc);
     return;
+  }
+  if (M == 1) {
+    switch (N) {
+      case 16: return gemv_narrow_avx512<1>(K, A, B, ldb, C);
+      case 32: return gemv_narrow_avx512<2>(K, A, B, ldb, C);
+      case 64: return gemv_narrow_avx512<4>(K, A, B, ldb, C);
+      case 128: return gemv_narrow_avx512<8>(K, A, B, ldb, C);
+      default: break;
+    }
   }
 #endif
   at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, false, A, B, C, false);

@@ -43,14 +43,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--embedding-size", type=int, default=128)
-    p.add_argument("--hidden-size", type=int, default=512)
+    p.add_argument("--hidden-size", type=int, default=640)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--streams", type=int, default=32, help="parallel streams per batch")
     p.add_argument("--bptt", type=int, default=128)
-    p.add_argument("--dropout", type=float, default=0.1, help="hidden, output and weight drop")
+    p.add_argument("--dropout", type=float, default=0.2, help="hidden, output and weight drop")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--backend", default="fused", help="LSTM backend (fused: torch's kernel)")
-    p.add_argument("--evals", type=int, default=10, help="validations during training")
+    p.add_argument("--evals", type=int, default=20, help="validations during training")
     p.add_argument("--run-dir", type=Path, default=None, help="keep the run directory here")
     p.add_argument(
         "--out", type=Path, default=REPO / "benchmarks" / "results" / "tinyshakespeare.json"
@@ -100,6 +100,7 @@ def main() -> int:
     train = TrainConfig(
         max_epochs=passes,
         max_steps=steps,
+        max_seconds=args.minutes * 60.0,  # a hard stop, should the machine slow down
         eval_every=max(1, steps // args.evals),
         clip_norm=1.0,
         seed=args.seed,

@@ -41,12 +41,6 @@ inline std::pair<int64_t, int64_t> unit_block(int64_t H, int64_t tid, int64_t nt
   return {H * tid / nt, H * (tid + 1) / nt};
 }
 
-// Rows q*H + u0 .. q*H + u1 of each gate block q of a (4H, ...) tensor, in gate order.
-inline at::Tensor gate_rows(const at::Tensor& w, int64_t H, int64_t u0, int64_t u1) {
-  return at::cat({w.slice(0, u0, u1), w.slice(0, H + u0, H + u1), w.slice(0, 2 * H + u0, 2 * H + u1),
-                  w.slice(0, 3 * H + u0, 3 * H + u1)});
-}
-
 // Copies the own units of each gate block between the global layout [i|f|g|o] (4H) and the
 // local one (4 nu).
 template <typename T>
@@ -58,30 +52,33 @@ inline void scatter_gates(const T* local, int64_t H, int64_t u0, int64_t nu, T* 
   for (int64_t q = 0; q < 4; ++q) std::memcpy(global + q * H + u0, local + q * nu, sizeof(T) * nu);
 }
 
-// Per-thread packed parameters of the unit split.
-struct UnitBlocks {
-  std::vector<at::Tensor> w;     // forward: (P, 4 nu) = W_hh[own]^T; backward: (4H, nu) = W_hh[:, own]
-  std::vector<at::Tensor> peep;  // (3, nu), peephole only
-};
-
-inline UnitBlocks pack_units(const at::Tensor& w_hh, const std::optional<at::Tensor>& peep,
-                             int64_t kind, int64_t H, int64_t nt, bool backward) {
-  UnitBlocks blocks;
-  for (int64_t tid = 0; tid < nt; ++tid) {
-    const auto [u0, u1] = unit_block(H, tid, nt);
-    blocks.w.push_back(backward ? w_hh.slice(1, u0, u1).contiguous()
-                                : gate_rows(w_hh, H, u0, u1).t().contiguous());
-    if (kind == kPeephole) blocks.peep.push_back(peep->slice(1, u0, u1).contiguous());
+// Each thread packs its own share of the weights (no ATen calls: at batch 1 their overhead
+// is comparable with the whole recurrence). `w_hh` is (4H, P) row-major.
+//   forward:  w (P, 4 nu) with w[p][q nu + j] = W_hh[q H + u0 + j][p]
+//   backward: w (4H, nu)  with w[r][j] = W_hh[r][u0 + j]
+// and, for the peephole cell, peep (3, nu) = the (3, H) peepholes' own columns.
+template <typename T>
+inline void pack_units(const T* w_hh, const T* peep, int64_t H, int64_t P, int64_t u0,
+                       int64_t nu, bool backward, T* w, T* peep_out) {
+  if (backward) {
+    for (int64_t r = 0; r < 4 * H; ++r) std::memcpy(w + r * nu, w_hh + r * P + u0, sizeof(T) * nu);
+  } else {
+    for (int64_t q = 0; q < 4; ++q)
+      for (int64_t j = 0; j < nu; ++j) {
+        const T* row = w_hh + (q * H + u0 + j) * P;
+        for (int64_t p = 0; p < P; ++p) w[p * 4 * nu + q * nu + j] = row[p];
+      }
   }
-  return blocks;
+  if (peep != nullptr)
+    for (int64_t q = 0; q < 3; ++q) std::memcpy(peep_out + q * nu, peep + q * H + u0, sizeof(T) * nu);
 }
 
 template <typename T>
-CellParams<T> unit_params(int64_t kind, int64_t nu, const UnitBlocks& blocks, int64_t tid) {
+CellParams<T> unit_params(int64_t kind, int64_t nu, const T* peep) {
   CellParams<T> p;
   p.kind = kind;
   p.H = nu;
-  if (kind == kPeephole) p.peep = blocks.peep[tid].data_ptr<T>();
+  if (kind == kPeephole) p.peep = peep;
   return p;
 }
 
@@ -93,7 +90,9 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
                                         int64_t kind, bool save, at::Tensor& out, int64_t nt) {
   const Shapes n{xproj.size(0), xproj.size(1), c0.size(1), xproj.size(2), h0.size(1)};
   const auto opts = xproj.options();
-  const UnitBlocks blocks = pack_units(w_hh, peep, kind, n.H, nt, false);
+  const at::Tensor whh = w_hh.contiguous();
+  const bool has_peep = kind == kPeephole;
+  const at::Tensor packed = at::empty({n.G * n.P + 3 * n.H}, opts);  // every thread's share
   const int64_t* len = lengths ? lengths->data_ptr<int64_t>() : nullptr;
   at::Tensor gates = pooled_empty({save ? n.T : 1, n.B, n.G}, opts);
   at::Tensor cells = pooled_empty({save ? n.T + 1 : 2, n.B, n.H}, opts);
@@ -111,8 +110,11 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
     const int64_t tid = omp_get_thread_num();
     const auto [u0, u1] = unit_block(n.H, tid, nt);
     const int64_t nu = u1 - u0, G = 4 * nu;
-    const CellParams<T> p = unit_params<T>(kind, nu, blocks, tid);
-    const T* w = blocks.w[tid].data_ptr<T>();
+    T* w = packed.data_ptr<T>() + u0 * 4 * n.P;
+    T* pp = packed.data_ptr<T>() + n.G * n.P + 3 * u0;
+    pack_units(whh.data_ptr<T>(), has_peep ? peep->data_ptr<T>() : nullptr, n.H, n.P, u0, nu,
+               false, w, pp);
+    const CellParams<T> p = unit_params<T>(kind, nu, pp);
     T* z = scratch.data_ptr<T>() + tid * (n.B * n.G + n.G);
     T* xl = z + n.B * G;
     const LNSaved<T> no_ln;
@@ -157,7 +159,8 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
                       int64_t kind, const at::Tensor& gates_t, const at::Tensor& cells_t,
                       at::Tensor& dh, at::Tensor& dc, at::Tensor& acc, int64_t nt) {
   const auto opts = gates_t.options();
-  const UnitBlocks blocks = pack_units(w_hh, peep, kind, n.H, nt, true);
+  const bool has_peep = kind == kPeephole;
+  const at::Tensor packed = at::empty({n.G * n.P + 3 * n.H}, opts);  // every thread's share
   at::Tensor dhbuf = at::empty({2, n.B, n.P}, opts);
   dhbuf[0].copy_(dh);
   at::Tensor dabuf = at::empty({2, n.B, n.G}, opts);  // dz of all units, by parity of the step
@@ -174,8 +177,11 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
     const int64_t tid = omp_get_thread_num();
     const auto [u0, u1] = unit_block(n.H, tid, nt);
     const int64_t nu = u1 - u0;
-    const CellParams<T> p = unit_params<T>(kind, nu, blocks, tid);
-    const T* w = blocks.w[tid].data_ptr<T>();
+    T* w = packed.data_ptr<T>() + u0 * 4 * n.H;
+    T* pp = packed.data_ptr<T>() + n.G * n.P + 3 * u0;
+    pack_units(w_hh.data_ptr<T>(), has_peep ? peep->data_ptr<T>() : nullptr, n.H, n.P, u0, nu,
+               true, w, pp);
+    const CellParams<T> p = unit_params<T>(kind, nu, pp);
     T* gl = scratch.data_ptr<T>() + tid * (3 * n.G + 3 * n.H);  // gates (4nu)
     T* dz = gl + n.G;                                           // (4nu)
     T* dm = dz + n.G;                                           // (nu)

@@ -1,9 +1,10 @@
 // Matrix products. Per step of the recurrence, row-major C (M, N) = A (M, K) @ B (K, N):
 // float uses oneDNN's BRGEMM micro-kernel through ATen (AVX-512 where the CPU has it), or a
 // hand-written AVX-512 product for a single row (batch 1), where BRGEMM's blocking does not pay
-// off (16 accumulators over 256 columns, or over 16 * NV columns and 16 / NV rows of B); double (the float64 gradient checks) a plain loop. Large products over all steps go
-// through `mm_fast`: oneDNN's matmul when torch exports it, else at::mm (MKL on x86, which
-// does not use AVX-512 on every CPU).
+// off (16 accumulators over 256 columns, or over 16 * NV columns and 16 / NV rows of B);
+// double (the float64 gradient checks) a plain loop. Large products over all steps go through
+// `mm_fast`: oneDNN's matmul when torch exports it, else at::mm (MKL on x86, which does not use
+// AVX-512 on every CPU); small ones through at::mm, which is quicker to set up.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -131,7 +132,10 @@ inline void mm_fast(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, f
     if (beta == 0.0f) out.zero_();
     return;
   }
-  if (&at::native::mkldnn_matmul != nullptr && a.scalar_type() == at::kFloat) {
+  // oneDNN's matmul costs ~15 µs to set up: below about a million multiply-adds (batch 1,
+  // short sequences) ATen's GEMM is the faster of the two.
+  const bool large = a.size(0) * a.size(1) * b.size(1) >= (int64_t(1) << 20);
+  if (large && &at::native::mkldnn_matmul != nullptr && a.scalar_type() == at::kFloat) {
     at::native::mkldnn_matmul(a, b, out, beta, 1.0f);
   } else if (beta == 0.0f) {
     at::mm_out(out, a, b);

@@ -207,8 +207,12 @@ def test_length_penalty_moves_beam_search_between_short_and_long(model):
 def test_stop_settings_are_checked(model):
     with pytest.raises(ValueError, match="stop must be a non-empty string or None, got ''"):
         GenerationConfig(stop="")
-    with pytest.raises(ValueError, match="length_penalty must be a finite number, got nan"):
+    with pytest.raises(
+        ValueError, match="length_penalty must be a number in \\[-10, 10\\], got nan"
+    ):
         GenerationConfig(length_penalty=float("nan"))
+    with pytest.raises(ValueError, match="length_penalty must be a number in .* got 500"):
+        GenerationConfig(length_penalty=500)
     with pytest.raises(ValueError, match="stop must be exactly one token .* 'ab', which encodes"):
         next(generate(model, TOKENIZER, "a", GenerationConfig(stop="ab")))
     with pytest.raises(ValueError, match="stop 'Z' is not in the vocabulary"):

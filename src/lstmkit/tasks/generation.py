@@ -50,7 +50,7 @@ class GenerationConfig:
     beam_size: int = 4  # beam: continuations kept
     seed: int = 0  # sample: the draws are reproducible for a seed
     stop: str | None = None  # one token that ends the continuation (kept); None = none
-    length_penalty: float = 1.0  # beam: finished scores are divided by length ** this
+    length_penalty: float = 1.0  # beam, in [-10, 10]: finished scores / length ** this
 
     def __post_init__(self) -> None:
         _check_int("max_new_tokens", self.max_new_tokens, 1)
@@ -66,8 +66,8 @@ class GenerationConfig:
         if self.stop is not None and (not isinstance(self.stop, str) or not self.stop):
             raise ValueError(f"stop must be a non-empty string or None, got {self.stop!r}")
         penalty = self.length_penalty
-        if not _is_real(penalty) or not math.isfinite(penalty):
-            raise ValueError(f"length_penalty must be a finite number, got {penalty!r}")
+        if not _is_real(penalty) or not math.isfinite(penalty) or abs(penalty) > 10:
+            raise ValueError(f"length_penalty must be a number in [-10, 10], got {penalty!r}")
 
 
 def _is_real(value: object) -> bool:
@@ -189,7 +189,8 @@ def _beam_search(
     for step in range(config.max_new_tokens):
         length = step + 1
         total = (scores[:, None] + log_probs).flatten()  # (K * V,)
-        top, flat = torch.topk(total, min(total.numel(), 2 * width))  # enough to refill K
+        wanted = width if stop_id is None else 2 * width  # enough to refill K after stops
+        top, flat = torch.topk(total, min(total.numel(), wanted))
         beam, token = flat // vocab, flat % vocab  # which continuation, which next token
         keep = []
         for rank in range(top.numel()):

@@ -107,8 +107,9 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
 
 #pragma omp parallel num_threads(nt)
   {
-    const int64_t tid = omp_get_thread_num();
-    const auto [u0, u1] = unit_block(n.H, tid, nt);
+    // the team may be smaller than asked for (nested regions, OMP_DYNAMIC): share by its size
+    const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const auto [u0, u1] = unit_block(n.H, tid, nth);
     const int64_t nu = u1 - u0, G = 4 * nu;
     T* w = packed.data_ptr<T>() + u0 * 4 * n.P;
     T* pp = packed.data_ptr<T>() + n.G * n.P + 3 * u0;
@@ -174,8 +175,8 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
 
 #pragma omp parallel num_threads(nt)
   {
-    const int64_t tid = omp_get_thread_num();
-    const auto [u0, u1] = unit_block(n.H, tid, nt);
+    const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const auto [u0, u1] = unit_block(n.H, tid, nth);
     const int64_t nu = u1 - u0;
     T* w = packed.data_ptr<T>() + u0 * 4 * n.H;
     T* pp = packed.data_ptr<T>() + n.G * n.P + 3 * u0;
@@ -222,18 +223,13 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
         if (s >= lb) std::memcpy(dh_nxt + b * n.P + u0, dh_cur + b * n.P + u0, sizeof(T) * nu);
       }
     }
-  }
-  dh.copy_(dhbuf[n.T % 2]);
-  if (kind == kPeephole) {
-    T* out = acc.data_ptr<T>();  // row 0: [p_i | p_f | p_o] each H wide
-    const T* la = local_acc.data_ptr<T>();
-    for (int64_t tid = 0; tid < nt; ++tid) {
-      const auto [u0, u1] = unit_block(n.H, tid, nt);
-      const int64_t nu = u1 - u0;
+    if (has_peep) {  // into row 0 of acc, [p_i | p_f | p_o] each H wide; the blocks are disjoint
+      T* out = acc.data_ptr<T>();
       for (int64_t q = 0; q < 3; ++q)
-        for (int64_t j = 0; j < nu; ++j) out[q * n.H + u0 + j] += la[tid * 3 * n.H + q * nu + j];
+        for (int64_t j = 0; j < nu; ++j) out[q * n.H + u0 + j] += a[q * nu + j];
     }
   }
+  dh.copy_(dhbuf[n.T % 2]);
 }
 
 }  // namespace lstmkit

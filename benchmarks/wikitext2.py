@@ -114,6 +114,7 @@ def main() -> int:
     train = TrainConfig(
         max_epochs=passes,
         max_steps=steps,
+        max_seconds=args.minutes * 60.0,  # a hard stop, should the machine slow down
         eval_every=max(1, steps // args.evals),
         clip_norm=0.25,
         seed=args.seed,

@@ -164,8 +164,9 @@ def generate_ids(
         log_probs, state = model.next_log_probs(prompt)  # (1, V)
         for produced in range(config.max_new_tokens):
             token = sample_next(log_probs, config, generator)  # (1,)
-            yield int(token.item())
-            if int(token.item()) == stop_id:
+            token_id = int(token.item())
+            yield token_id
+            if token_id == stop_id:
                 return
             if produced + 1 < config.max_new_tokens:
                 log_probs, state = model.next_log_probs(token.view(1, 1), state)

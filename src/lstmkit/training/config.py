@@ -89,6 +89,7 @@ class ScheduleConfig:
     warmup_steps: int = 0  # linear warm-up from 0 (not with onecycle, which has its own)
     min_lr_ratio: float = 0.0  # cosine: final lr as a fraction of the peak
     step_size: int = 1000  # step: optimiser steps between decays
+    step_delay: int = 0  # step: steps before the decay clock starts (1st decay: +step_size)
     gamma: float = 0.1  # step: decay factor
     plateau_factor: float = 0.5  # plateau: lr multiplier when the monitored metric stalls
     plateau_patience: int = 2  # plateau: epochs without improvement before decaying
@@ -99,6 +100,7 @@ class ScheduleConfig:
         _integer("schedule", "warmup_steps", self.warmup_steps, minimum=0)
         _number("schedule", "min_lr_ratio", self.min_lr_ratio, nonneg=True)
         _integer("schedule", "step_size", self.step_size, minimum=1)
+        _integer("schedule", "step_delay", self.step_delay, minimum=0)
         _number("schedule", "gamma", self.gamma, positive=True)
         _number("schedule", "plateau_factor", self.plateau_factor, positive=True, below_one=True)
         _integer("schedule", "plateau_patience", self.plateau_patience, minimum=0)

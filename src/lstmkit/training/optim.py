@@ -48,7 +48,8 @@ def lr_multiplier(config: ScheduleConfig, step: int, total_steps: int) -> float:
         cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
         return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine
     if config.name == "step":
-        return config.gamma ** ((step - config.warmup_steps) // config.step_size)
+        since = max(0, step - config.warmup_steps - config.step_delay)
+        return config.gamma ** (since // config.step_size)
     return 1.0  # constant, and plateau (which decays on its own after the warm-up)
 
 

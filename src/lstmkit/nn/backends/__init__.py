@@ -3,7 +3,9 @@
 ``reference`` (PyTorch ops, a Python loop over time) runs every configuration and is what the
 gradient checks run on. ``fused`` calls PyTorch's own LSTM kernel (cuDNN on GPUs) for the
 configurations that kernel supports. ``kernel`` is lstmkit's own C++ loop over time for CPU
-tensors, built on first use (see ``docs/performance.md`` for how it compares). ``auto`` takes
+tensors, built on first use (see ``docs/performance.md`` for how it compares). ``compiled`` is
+the reference loop with each step fused by ``torch.compile``: the GPU path for the variants
+cuDNN cannot run. ``auto`` takes
 the first backend in ``PREFERENCE`` that can run the configuration on the layer's device and
 dtype, and ``BackendChoice.reason`` says why the faster ones were passed over.
 """
@@ -13,20 +15,22 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from lstmkit.nn.backends.base import Backend, LayerOutput, LayerRun, Placement
+from lstmkit.nn.backends.compiled import CompiledBackend
 from lstmkit.nn.backends.fused import FusedBackend
 from lstmkit.nn.backends.kernel import KernelBackend
 from lstmkit.nn.backends.reference import ReferenceBackend
 from lstmkit.nn.config import LSTMConfig
 
 BACKENDS: dict[str, Backend] = {
-    b.name: b for b in (KernelBackend(), FusedBackend(), ReferenceBackend())
+    b.name: b for b in (KernelBackend(), FusedBackend(), CompiledBackend(), ReferenceBackend())
 }
 # Fastest first, as measured (docs/performance.md). Training (forward+backward): the C++ kernel;
 # it declines non-CPU tensors, so on GPUs the fused (cuDNN) path wins. Inference: PyTorch's
 # fused kernel (oneDNN on CPUs) runs a forward pass of the standard cell faster, so it goes first
-# and the kernel takes the variants it cannot run.
-PREFERENCE: tuple[str, ...] = ("kernel", "fused", "reference")
-INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "reference")
+# and the kernel takes the variants it cannot run. On GPUs the variants cuDNN cannot run take the
+# compiled step (benchmarks/results/gpu.md); ``auto`` never picks it elsewhere.
+PREFERENCE: tuple[str, ...] = ("kernel", "fused", "compiled", "reference")
+INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "compiled", "reference")
 # Where the fused kernel can run the same thing, the C++ kernel trains faster only while the
 # recurrent weights stay cache-sized (benchmarks/results/kernel_selection.md: hidden 512 1.3x,
 # hidden 650 about even, hidden 1150 0.65x).
@@ -59,6 +63,8 @@ def select_backend(
         reason = _unsupported(BACKENDS[name], config, training, tracing, placement)
         if reason is None and name == "kernel":
             reason = _kernel_slower(config, training, tracing, placement)
+        if reason is None and name == "compiled":
+            reason = _compiled_off_gpu(placement)
         if reason is None:
             why = (
                 "; ".join(passed_over) if passed_over else "fastest backend for this configuration"
@@ -83,6 +89,14 @@ def _kernel_slower(
             f"{KERNEL_MAX_HIDDEN} (got {config.hidden_size})"
         )
     return None
+
+
+def _compiled_off_gpu(placement: Placement | None) -> str | None:
+    """Why ``auto`` passes over the compiled step, or None: it is the GPU path only."""
+    if placement is not None and placement.device.type == "cuda":
+        return None
+    where = "an unknown device" if placement is None else placement.device.type
+    return f"the compiled step is picked automatically on CUDA devices only (got {where})"
 
 
 def _unsupported(

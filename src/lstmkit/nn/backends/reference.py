@@ -13,12 +13,14 @@ The backward direction runs the same loop on each sequence reversed *within its 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from lstmkit.data.padding import lengths_to_mask, reverse_padded
 from lstmkit.nn.backends.base import LayerOutput, LayerRun
-from lstmkit.nn.cell import LSTMCell, LSTMState
+from lstmkit.nn.cell import Gates, LSTMCell, LSTMState, StepResult
 from lstmkit.nn.config import LSTMConfig
 from lstmkit.nn.dropout import Zoneout
 
@@ -30,26 +32,60 @@ class ReferenceBackend:
         return None  # runs everything
 
     def run_layer(self, run: LayerRun) -> LayerOutput:
-        outputs, h_n, c_n = [], [], []
-        for d, cell in enumerate(run.cells):
-            record = {} if run.record is not None else None
-            out, state = run_direction(
-                cell,
-                run.x,
-                run.lengths,
-                LSTMState(run.h0[d], run.c0[d]),
-                run.weights_hh[d],
-                run.recurrent_masks[d],
-                run.zoneout,
-                reverse=d == 1,
-                record=record,
-            )
-            if run.record is not None:
-                run.record.append(record)
-            outputs.append(out)
-            h_n.append(state.h)
-            c_n.append(state.c)
-        return LayerOutput(torch.cat(outputs, dim=-1), torch.stack(h_n), torch.stack(c_n))
+        return run_layer(run)
+
+
+def run_layer(run: LayerRun, advance: Advance | None = None) -> LayerOutput:
+    """Run every direction of ``run`` with the loop below, stepping with ``advance``."""
+    outputs, h_n, c_n = [], [], []
+    for d, cell in enumerate(run.cells):
+        record = {} if run.record is not None else None
+        out, state = run_direction(
+            cell,
+            run.x,
+            run.lengths,
+            LSTMState(run.h0[d], run.c0[d]),
+            run.weights_hh[d],
+            run.recurrent_masks[d],
+            run.zoneout,
+            reverse=d == 1,
+            record=record,
+            advance=advance,
+        )
+        if run.record is not None:
+            run.record.append(record)
+        outputs.append(out)
+        h_n.append(state.h)
+        c_n.append(state.c)
+    return LayerOutput(torch.cat(outputs, dim=-1), torch.stack(h_n), torch.stack(c_n))
+
+
+def advance_step(
+    cell: LSTMCell,
+    x_proj: Tensor,
+    state: LSTMState,
+    weight_hh: Tensor,
+    recurrent_mask: Tensor | None,
+    zoneout: Zoneout | None,
+    keep: Tensor | None,
+) -> StepResult:
+    """One step of the loop: the cell's step on the (masked) state, zoneout, padding.
+
+    ``keep`` (B, 1) is False for sequences already past their length: they keep their state.
+    """
+    h_in = state.h if recurrent_mask is None else state.h * recurrent_mask
+    new, gates = cell.step(x_proj, LSTMState(h_in, state.c), weight_hh)
+    if zoneout is not None:
+        new = zoneout(new, state)
+    if keep is not None:
+        new = LSTMState(torch.where(keep, new.h, state.h), torch.where(keep, new.c, state.c))
+    return StepResult(new, gates)
+
+
+Advance = Callable[
+    [LSTMCell, Tensor, LSTMState, Tensor, Tensor | None, Zoneout | None, Tensor | None],
+    tuple[LSTMState, Gates | None],  # gates may be None where tracing is not supported
+]
 
 
 def run_direction(
@@ -62,8 +98,14 @@ def run_direction(
     zoneout: Zoneout | None,
     reverse: bool = False,
     record: dict[str, Tensor] | None = None,
+    advance: Advance | None = None,
 ) -> tuple[Tensor, LSTMState]:
-    """Run ``cell`` over ``x`` (T, B, I); returns outputs (T, B, P) and the final state."""
+    """Run ``cell`` over ``x`` (T, B, I); returns outputs (T, B, P) and the final state.
+
+    ``advance`` runs one step (default: ``advance_step``); the compiled backend passes its
+    ``torch.compile``-d copy.
+    """
+    advance = advance_step if advance is None else advance
     steps = x.shape[0]
     valid = None  # (T, B, 1) bool: True at real steps
     if lengths is not None:
@@ -73,14 +115,8 @@ def run_direction(
     x_proj = cell.project_input(x)  # (T, B, G*H)
     hidden, trace = [], []
     for t in range(steps):
-        h_in = state.h if recurrent_mask is None else state.h * recurrent_mask
-        new, gates = cell.step(x_proj[t], LSTMState(h_in, state.c), weight_hh)
-        if zoneout is not None:
-            new = zoneout(new, state)
-        if valid is not None:
-            keep = valid[t]  # (B, 1)
-            new = LSTMState(torch.where(keep, new.h, state.h), torch.where(keep, new.c, state.c))
-        state = new
+        keep = None if valid is None else valid[t]  # (B, 1)
+        state, gates = advance(cell, x_proj[t], state, weight_hh, recurrent_mask, zoneout, keep)
         hidden.append(state.h)
         if record is not None:
             trace.append((*gates, state.c, state.h))

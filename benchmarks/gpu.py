@@ -1,0 +1,199 @@
+"""lstmkit's GPU paths against torch.nn.LSTM (cuDNN) and against the reference loop.
+
+    python benchmarks/gpu.py --out benchmarks/results/gpu.json
+
+Needs a CUDA device (prints why and exits otherwise). For each shape (B, T, I, H) and cell it
+times forward (no grad) and forward+backward (a fixed weighted sum of the output as the loss)
+of a one-layer unidirectional LSTM:
+
+- ``cudnn``: torch.nn.LSTM, for the standard cell only;
+- ``auto``: lstmkit's automatic choice (cuDNN through the fused backend for the standard cell,
+  the compiled step for the variants);
+- ``reference``: lstmkit's reference loop (PyTorch ops, one launch per op per step).
+
+Runs alternate between the implementations; medians of ``--reps`` runs after warm-up (the
+first warm-up run of the compiled step includes its compilation, reported separately). It also
+checks that ``auto`` and ``reference`` agree: the largest difference over the output and every
+gradient, relative to the largest value of each. Writes JSON and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from lstmkit.nn import LSTM
+from lstmkit.nn.convert import to_torch
+
+SHAPES = [(64, 100, 32, 128), (1, 100, 32, 128), (256, 200, 64, 256)]
+CELLS = ["lstm", "peephole", "layernorm", "cifg"]
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn) -> float:
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def forward_fn(model, x):
+    def run():
+        with torch.no_grad():
+            model(x)
+
+    return run
+
+
+def train_fn(model, x, weight):
+    def run():
+        model.zero_grad(set_to_none=True)
+        out = model(x)[0]
+        (out * weight).sum().backward()
+
+    return run
+
+
+def interleaved(fns: dict, reps: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return times
+
+
+def models(cell: str, shape, device: str) -> dict[str, torch.nn.Module]:
+    _, _, i, h = shape
+    torch.manual_seed(0)
+    ours = LSTM(i, h, cell=cell, batch_first=True).to(device)
+    reference = copy.deepcopy(ours)
+    reference.config = reference.config.replace(backend="reference")
+    out = {"auto": ours, "reference": reference}
+    if cell == "lstm":
+        out["cudnn"] = to_torch(ours).to(device)
+    return out
+
+
+def agreement(auto, reference, x, weight) -> float:
+    """Largest |auto - reference| over the output and every gradient, relative to each's max."""
+    results = []
+    for model in (auto, reference):
+        model.zero_grad(set_to_none=True)
+        out = model(x)[0]
+        (out * weight).sum().backward()
+        results.append([out.detach()] + [p.grad for p in model.parameters()])
+    worst = 0.0
+    for a, r in zip(*results, strict=True):
+        worst = max(worst, ((a - r).abs().max() / r.abs().max().clamp_min(1e-30)).item())
+    return worst
+
+
+def bench(cell: str, shape, reps: int, device: str) -> dict:
+    b, t, i, h = shape
+    x = torch.randn(b, t, i, device=device)
+    weight = torch.randn(b, t, h, device=device)
+    impls = models(cell, shape, device)
+    row: dict = {"cell": cell, "shape": list(shape), "backend": impls["auto"].backend_choice.name}
+    compile_s = timed(train_fn(impls["auto"], x, weight)) + timed(forward_fn(impls["auto"], x))
+    row["first_call_s"] = compile_s  # includes torch.compile's compilation for the variants
+    for kind, make in (("train", lambda m: train_fn(m, x, weight)), ("forward", forward_fn)):
+        fns = {name: (make(m) if kind == "train" else make(m, x)) for name, m in impls.items()}
+        for fn in fns.values():
+            for _ in range(2):
+                fn()
+        times = interleaved(fns, reps)
+        row[kind] = {name: statistics.median(v) * 1e3 for name, v in times.items()}  # ms
+    row["max_relative_difference"] = agreement(impls["auto"], impls["reference"], x, weight)
+    return row
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# GPU paths: lstmkit against cuDNN and against its reference loop",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['device']}, torch {report['torch']}, CUDA {report['cuda']}; "
+        f"date {report['date']}; commit {report['commit']}",
+        "",
+        "Milliseconds per call (median of alternating runs), one layer, float32. `auto` is "
+        "cuDNN through the fused backend for the standard cell and the compiled step for the "
+        "variants; `reference` is the Python loop over time. Difference: largest "
+        "|auto - reference| over output and gradients, relative to the largest value.",
+        "",
+        "| cell | (B, T, I, H) | backend | fwd+bwd auto | fwd+bwd reference | fwd+bwd cuDNN | "
+        "speed-up vs reference (fwd+bwd / fwd) | first call (s) | difference |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        tr, fw = r["train"], r["forward"]
+        cudnn = f"{tr['cudnn']:.2f}" if "cudnn" in tr else "—"
+        lines.append(
+            f"| {r['cell']} | {tuple(r['shape'])} | {r['backend']} | {tr['auto']:.2f} | "
+            f"{tr['reference']:.2f} | {cudnn} | {tr['reference'] / tr['auto']:.1f}× / "
+            f"{fw['reference'] / fw['auto']:.1f}× | {r['first_call_s']:.1f} | "
+            f"{r['max_relative_difference']:.1e} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--cells", default=",".join(CELLS))
+    parser.add_argument("--shapes", default=";".join(",".join(map(str, s)) for s in SHAPES))
+    parser.add_argument("--device", default="cuda", help="cpu only for a dry run of the script")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu.json"))
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("skipped: no CUDA device (this benchmark measures the GPU paths)")
+        return
+    torch.set_float32_matmul_precision("highest")  # no TF32: float32 exact for the comparison
+    torch.backends.cudnn.allow_tf32 = False
+    rows = []
+    for shape in [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")]:
+        for cell in args.cells.split(","):
+            row = bench(cell, shape, args.reps, args.device)
+            tr = row["train"]
+            print(
+                f"{cell:9s} {shape}: {row['backend']:8s} fwd+bwd {tr['auto']:.2f} ms "
+                f"(reference {tr['reference']:.2f}"
+                + (f", cuDNN {tr['cudnn']:.2f}" if "cudnn" in tr else "")
+                + f"), first call {row['first_call_s']:.1f} s, "
+                f"difference {row['max_relative_difference']:.1e}",
+                flush=True,
+            )
+            rows.append(row)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    report = {
+        "command": " ".join(["python", *sys.argv]),
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit or "unknown",
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

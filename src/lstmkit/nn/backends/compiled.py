@@ -1,0 +1,93 @@
+"""The compiled backend: the reference loop with each step fused by ``torch.compile``.
+
+cuDNN runs only the standard cell, so on a GPU the variants (peephole, layer norm, CIFG),
+zoneout and recurrent dropout would otherwise take the reference loop, which launches a dozen
+small kernels per step. Here the whole step — recurrent GEMM, gate nonlinearities, peepholes or
+norms, zoneout, padding — is one compiled graph, so a step costs the GEMM and one or two fused
+elementwise kernels (Triton on GPUs, C++ on CPUs), forward and backward:
+
+    x_proj = cell.project_input(x)                          one GEMM for all steps (eager)
+    for t:  state = compiled_advance(cell, x_proj[t], ...)  the fused step
+
+It runs everything the reference backend runs except gate tracing, and gives the same numbers
+up to float rounding. Graphs are compiled per cell class, the first time a shape is seen
+(seconds), and shared by every layer and direction. ``auto`` picks it on CUDA devices only; on
+CPUs the C++ kernel is faster, so there it runs only when asked for by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+import torch
+from torch import Tensor
+
+from lstmkit.nn.backends.base import LayerOutput, LayerRun, Placement
+from lstmkit.nn.backends.reference import Advance, advance_step, run_layer
+from lstmkit.nn.cell import Gates, LSTMCell, LSTMState
+from lstmkit.nn.config import LSTMConfig
+from lstmkit.nn.dropout import Zoneout
+
+logger = logging.getLogger(__name__)
+
+
+class CompiledBackend:
+    name = "compiled"
+
+    def unsupported(self, config: LSTMConfig, training: bool, tracing: bool) -> str | None:
+        if tracing:
+            return "gate tracing needs the reference backend (the compiled step fuses its gates)"
+        return None
+
+    def unsupported_placement(self, placement: Placement) -> str | None:
+        if placement.device.type == "cuda" and not _has_triton():
+            return "torch.compile needs Triton to compile GPU code, and it is not installed"
+        if placement.device.type not in ("cpu", "cuda"):
+            return f"the compiled step runs on CPU and CUDA tensors, got {placement.device.type}"
+        return None
+
+    def run_layer(self, run: LayerRun) -> LayerOutput:
+        return run_layer(run, advance=_compiled_advance())
+
+
+def _state_only(
+    cell: LSTMCell,
+    x_proj: Tensor,
+    state: LSTMState,
+    weight_hh: Tensor,
+    recurrent_mask: Tensor | None,
+    zoneout: Zoneout | None,
+    keep: Tensor | None,
+) -> LSTMState:
+    """``advance_step`` without the gates as outputs, so the compiler may keep them internal."""
+    return advance_step(cell, x_proj, state, weight_hh, recurrent_mask, zoneout, keep).state
+
+
+@cache
+def _compiled_advance() -> Advance:
+    """The step compiled once per process; dynamo guards recompile it per cell class and shape."""
+    compiled = torch.compile(_state_only, dynamic=None)
+
+    def advance(
+        cell: LSTMCell,
+        x_proj: Tensor,
+        state: LSTMState,
+        weight_hh: Tensor,
+        recurrent_mask: Tensor | None,
+        zoneout: Zoneout | None,
+        keep: Tensor | None,
+    ) -> tuple[LSTMState, Gates | None]:
+        new = compiled(cell, x_proj, state, weight_hh, recurrent_mask, zoneout, keep)
+        return LSTMState(*new), None  # the gates stay inside the fused graph
+
+    return advance
+
+
+@cache
+def _has_triton() -> bool:
+    try:
+        from torch.utils._triton import has_triton
+    except ImportError:  # pragma: no cover - very old torch
+        return False
+    return bool(has_triton())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -56,6 +57,7 @@ REFERENCE_MSE = {
         "DLinear": (0.193, 0.284, 0.369, 0.554),
     },
 }
+MODELS = ("SegRNN", "PatchTST", "DLinear")
 CHANNELS = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
 # SegRNN's own settings for input length 96 (its scripts/SegRNN/Lookback_96/*.sh): segment
 # length and Adam learning rate per dataset; everywhere hidden 512, dropout 0.5, batch 256,
@@ -75,11 +77,17 @@ def split_sizes(name: str) -> tuple[int, int, int]:
     return 8640 * k, 2880 * k, 2880 * k
 
 
-def run_cell(path: Path, name: str, horizon: int, args: argparse.Namespace) -> dict:
+def learning_rates(name: str, args: argparse.Namespace) -> list[float]:
+    """The rates to try on ``name``: ``--lr-grid``, else ``--lr``, else SegRNN's."""
+    if args.lr_grid:
+        return [float(v) for v in args.lr_grid.split(",")]
+    return [args.lr or SEGRNN_RECIPE[name]["lr"]]
+
+
+def run_cell(path: Path, name: str, horizon: int, lr: float, args: argparse.Namespace) -> dict:
+    """Train one model on one cell; its validation loss (best epoch) and test MSE / MAE."""
     train_rows, val_rows, test_rows = split_sizes(name)
-    recipe = SEGRNN_RECIPE[name]
-    segment_len = args.segment_len or recipe["segment_len"]
-    lr = args.lr or recipe["lr"]
+    segment_len = args.segment_len or SEGRNN_RECIPE[name]["segment_len"]
     # optimiser steps per epoch: full batches of the stride-1 training windows
     epoch_steps = (train_rows - 96 - horizon + 1) // args.stride // args.batch_size
     frame = pd.read_csv(path).iloc[: train_rows + val_rows + test_rows]  # tail rows unused
@@ -131,6 +139,7 @@ def run_cell(path: Path, name: str, horizon: int, args: argparse.Namespace) -> d
         "horizon": horizon,
         "mse": report["model"]["mse"],
         "mae": report["model"]["mae"],
+        "val_loss": fit.best_metric,
         "windows": report["windows"],
         "epochs": fit.epochs,
         "steps": fit.steps,
@@ -147,13 +156,17 @@ def markdown(rows: list[dict], runs: list[dict]) -> str:
         lines += [
             f"Command: `{meta['command']}`  ",
             f"Machine: {meta['machine']}, {meta['threads']} threads, torch {meta['torch']}; "
-            f"date {meta['date']}; commit {meta['commit']}",
+            f"date {meta['date']}; commit {meta['commit']}"
+            + (f"; {meta['note']}" if meta.get("note") else ""),
             "",
         ]
     lines += [
+        "Each row is the run with the lowest validation loss among the learning rates tried "
+        "on that cell (all runs are listed below the table).",
+        "",
         "| dataset | horizon | lstmkit MSE | lstmkit MAE | SegRNN MSE | PatchTST MSE | "
-        "DLinear MSE | epochs | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "DLinear MSE | lr | epochs | wall time (s) | where |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         refs = REFERENCE_MSE[r["dataset"]]
@@ -161,8 +174,31 @@ def markdown(rows: list[dict], runs: list[dict]) -> str:
         lines.append(
             f"| {r['dataset']} | {r['horizon']} | {r['mse']:.3f} | {r['mae']:.3f} | "
             f"{refs['SegRNN'][i]:.3f} | {refs['PatchTST'][i]:.3f} | "
-            f"{refs['DLinear'][i]:.3f} | {r['epochs']} | {r['seconds']:.0f} |"
+            f"{refs['DLinear'][i]:.3f} | {r['lr']:g} | {r['epochs']} | {r['seconds']:.0f} | "
+            f"{r['where']} |"
         )
+    mse = {"lstmkit": sum(r["mse"] for r in rows) / max(1, len(rows))}
+    if len(rows) == len(REFERENCE_MSE) * len(HORIZONS):
+        refs = {m: sum(sum(v[m]) for v in REFERENCE_MSE.values()) / len(rows) for m in MODELS}
+        lines += [
+            "",
+            f"Average MSE over the 16 cells: lstmkit {mse['lstmkit']:.4f}, "
+            + ", ".join(f"{m} {v:.4f}" for m, v in refs.items())
+            + f"; average MAE: lstmkit {sum(r['mae'] for r in rows) / len(rows):.4f}.",
+        ]
+    lines += [
+        "",
+        "All runs (validation loss = the best epoch's MSE on the validation windows):",
+        "",
+        "| dataset | horizon | lr | validation loss | test MSE | test MAE | epochs | where |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for c in sorted(r["candidates"], key=lambda c: -c["lr"]):
+            lines.append(
+                f"| {c['dataset']} | {c['horizon']} | {c['lr']:g} | {c['val_loss']:.4f} | "
+                f"{c['mse']:.4f} | {c['mae']:.4f} | {c['epochs']} | {c['where']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -190,6 +226,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=0.0, help="0: SegRNN's rate per dataset")
     parser.add_argument(
+        "--lr-grid",
+        default="",
+        help="rates to try per cell, comma-separated; the lowest validation loss is reported",
+    )
+    parser.add_argument(
         "--segment-len", type=int, default=0, help="0: SegRNN's segment length per dataset"
     )
     parser.add_argument("--lr-decay", type=float, default=0.8, help="lr factor per epoch")
@@ -212,17 +253,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     meta = run_meta(args)
     previous = json.loads(args.out.read_text()) if args.append and args.out.exists() else None
-    rows: list[dict] = []
+    runs: list[dict] = []
     for name, horizon in cells(args):
-        row = run_cell(ett / f"{name}.csv", name, horizon, args) | {"where": meta["where"]}
         ref = REFERENCE_MSE[name]["SegRNN"][HORIZONS.index(horizon)]
-        print(
-            f"{name} H={horizon}: MSE {row['mse']:.3f} (SegRNN {ref:.3f}), "
-            f"MAE {row['mae']:.3f}, {row['epochs']} epochs, {row['seconds']:.0f} s",
-            flush=True,
-        )
-        rows.append(row)
-        table = save(rows, meta, previous, args.out)  # after every cell: a cut-off run keeps them
+        for lr in learning_rates(name, args):
+            run = run_cell(ett / f"{name}.csv", name, horizon, lr, args)
+            runs.append(run | {"where": meta["where"]})
+            print(
+                f"{name} H={horizon} lr={lr:g}: validation {run['val_loss']:.4f}, "
+                f"MSE {run['mse']:.3f} (SegRNN {ref:.3f}), MAE {run['mae']:.3f}, "
+                f"{run['epochs']} epochs, {run['seconds']:.0f} s",
+                flush=True,
+            )
+            table = save(runs, meta, previous, args.out)  # after every run: a cut-off keeps them
     print(table)
 
 
@@ -254,7 +297,7 @@ def run_meta(args: argparse.Namespace) -> dict:
     return {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": torch.cuda.get_device_name() if gpu else cpu,
-        "where": torch.cuda.get_device_name() if gpu else f"CPU, {args.threads} threads",
+        "where": torch.cuda.get_device_name() if gpu else f"CPU, {args.threads} thread(s)",
         "threads": args.threads,
         "torch": torch.__version__,
         "commit": commit,
@@ -263,18 +306,28 @@ def run_meta(args: argparse.Namespace) -> dict:
     }
 
 
-def save(rows: list[dict], meta: dict, previous: dict | None, out: Path) -> str:
-    """Write JSON and Markdown: ``rows`` over ``previous``'s rows for the same cells."""
-    runs = [meta]
-    if previous is not None:
-        runs = [*previous.get("runs", [previous.get("meta")]), meta]
-        done = {(r["dataset"], r["horizon"]) for r in rows}
-        rows = [r for r in previous["rows"] if (r["dataset"], r["horizon"]) not in done] + rows
-    order = {name: i for i, name in enumerate(REFERENCE_MSE)}
-    rows = sorted(rows, key=lambda r: (order[r["dataset"]], r["horizon"]))
+def save(runs: list[dict], meta: dict, previous: dict | None, out: Path) -> str:
+    """Write JSON and Markdown: one row per cell, the run with the lowest validation loss.
+
+    Each row keeps every run of its cell under ``candidates``; with ``--append`` the runs
+    already in ``out`` stay candidates, except those this run repeats (same lr).
+    """
+    by_cell: dict[tuple[str, int], list[dict]] = {}
+    for row in previous["rows"] if previous is not None else []:
+        for run in row.get("candidates", [row]):
+            by_cell.setdefault((row["dataset"], row["horizon"]), []).append(run)
+    for run in runs:
+        old = by_cell.setdefault((run["dataset"], run["horizon"]), [])
+        old[:] = [r for r in old if not math.isclose(r["lr"], run["lr"])] + [run]
+    rows = []
+    for cell in sorted(by_cell, key=lambda c: (list(REFERENCE_MSE).index(c[0]), c[1])):
+        candidates = [{k: v for k, v in r.items() if k != "candidates"} for r in by_cell[cell]]
+        best = min(candidates, key=lambda r: r["val_loss"])
+        rows.append(best | {"candidates": candidates})
+    history = [] if previous is None else previous.get("runs", [previous.get("meta")])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "runs": runs, "rows": rows}, indent=2))
-    table = markdown(rows, runs)
+    out.write_text(json.dumps({"meta": meta, "runs": [*history, meta], "rows": rows}, indent=2))
+    table = markdown(rows, [*history, meta])
     out.with_suffix(".md").write_text(table)
     return table
 

@@ -147,6 +147,8 @@ def markdown(report: dict) -> str:
             f"{fw['reference'] / fw['auto']:.1f}× | {r['first_call_s']:.1f} | "
             f"{r['max_relative_difference']:.1e} |"
         )
+    if report.get("note"):
+        lines += ["", report["note"]]
     return "\n".join(lines) + "\n"
 
 

@@ -135,3 +135,23 @@ def test_cudnn_path_matches_reference_on_cuda():
     expected, got = _run(reference, x, lengths), _run(auto, x, lengths)
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, atol=2e-5, rtol=1e-4)
+
+
+def test_every_cell_class_and_grad_mode_keeps_compiling(monkeypatch):
+    """Dynamo stops compiling a function after 8 graphs and then runs it eagerly, silently; the
+    backend keeps one compiled copy per cell class and grad mode so that limit is not shared.
+    (The "eager" compiler runs dynamo's tracing and caching without generating code.)"""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(compiled, "COMPILER", "eager")
+    x = torch.randn(2, 3, 5)
+    for cell in ("lstm", "peephole", "layernorm", "cifg"):
+        lstm = LSTM(5, 6, cell=cell, backend="compiled")
+        lstm.train()(x)
+        with torch.no_grad():
+            lstm.eval()(x)
+    # 8 graphs so far: one shared function would now be at dynamo's limit
+    before = counters["stats"]["unique_graphs"]
+    lengths = torch.tensor([3, 1])
+    LSTM(5, 6, cell="cifg", backend="compiled")(x, lengths=lengths)  # new guard: padding mask
+    assert counters["stats"]["unique_graphs"] > before

@@ -228,7 +228,8 @@ def test_auto_prefers_the_fused_kernel_for_standard_inference(kernel):
 def test_auto_passes_the_kernel_over_and_says_why(kernel):
     assert LSTM(3, 4, cell="cifg").explain_backend() == (
         "reference backend: the C++ kernel does not implement the 'cifg' cell; "
-        "coupled input-forget gates (CIFG) are not supported by the fused kernel"
+        "coupled input-forget gates (CIFG) are not supported by the fused kernel; "
+        "the compiled step is picked automatically on CUDA devices only (got cpu)"
     )
     zoneout = LSTM(3, 4, zoneout_cell=0.1).backend_choice
     assert zoneout.name == "reference"

@@ -17,19 +17,18 @@ CPUs the C++ kernel is faster, so there it runs only when asked for by name.
 
 from __future__ import annotations
 
-import logging
+import types
+from collections.abc import Callable
 from functools import cache
 
 import torch
 from torch import Tensor
 
 from lstmkit.nn.backends.base import LayerOutput, LayerRun, Placement
-from lstmkit.nn.backends.reference import Advance, advance_step, run_layer
+from lstmkit.nn.backends.reference import advance_step, run_layer
 from lstmkit.nn.cell import Gates, LSTMCell, LSTMState
 from lstmkit.nn.config import LSTMConfig
 from lstmkit.nn.dropout import Zoneout
-
-logger = logging.getLogger(__name__)
 
 
 class CompiledBackend:
@@ -48,7 +47,7 @@ class CompiledBackend:
         return None
 
     def run_layer(self, run: LayerRun) -> LayerOutput:
-        return run_layer(run, advance=_compiled_advance())
+        return run_layer(run, advance=_advance)
 
 
 def _state_only(
@@ -64,24 +63,37 @@ def _state_only(
     return advance_step(cell, x_proj, state, weight_hh, recurrent_mask, zoneout, keep).state
 
 
+#: torch.compile's backend; the tests swap in "eager" to exercise dynamo's caching alone
+COMPILER = "inductor"
+
+
+def _advance(
+    cell: LSTMCell,
+    x_proj: Tensor,
+    state: LSTMState,
+    weight_hh: Tensor,
+    recurrent_mask: Tensor | None,
+    zoneout: Zoneout | None,
+    keep: Tensor | None,
+) -> tuple[LSTMState, Gates | None]:
+    """One step through the compiled copy for the cell's class and the grad mode."""
+    compiled = _compiled_for(type(cell), torch.is_grad_enabled(), COMPILER)
+    new = compiled(cell, x_proj, state, weight_hh, recurrent_mask, zoneout, keep)
+    return LSTMState(*new), None  # the gates stay inside the fused graph
+
+
 @cache
-def _compiled_advance() -> Advance:
-    """The step compiled once per process; dynamo guards recompile it per cell class and shape."""
-    compiled = torch.compile(_state_only, dynamic=None)
+def _compiled_for(cell_type: type, grad: bool, compiler: str) -> Callable[..., LSTMState]:
+    """A compiled copy of the step for one cell class and grad mode.
 
-    def advance(
-        cell: LSTMCell,
-        x_proj: Tensor,
-        state: LSTMState,
-        weight_hh: Tensor,
-        recurrent_mask: Tensor | None,
-        zoneout: Zoneout | None,
-        keep: Tensor | None,
-    ) -> tuple[LSTMState, Gates | None]:
-        new = compiled(cell, x_proj, state, weight_hh, recurrent_mask, zoneout, keep)
-        return LSTMState(*new), None  # the gates stay inside the fused graph
-
-    return advance
+    Dynamo keeps one cache per code object and stops compiling a function after 8 graphs (its
+    recompile limit); one shared function would reach that with four cell classes, training
+    and inference, and every later step would silently run eagerly. A copy of the code
+    object gives each (class, grad mode) pair a cache of its own.
+    """
+    code = _state_only.__code__.replace()  # a new code object: a new dynamo cache
+    fn = types.FunctionType(code, _state_only.__globals__, f"_state_only_{cell_type.__name__}")
+    return torch.compile(fn, dynamic=None, backend=compiler)
 
 
 @cache

@@ -191,23 +191,30 @@ class LSTM(nn.Module):
         name = "reference" if record else select_backend(cfg, self.training, False, placement).name
         backend = BACKENDS[name]
 
-        layer_input = self.input_dropout(seq)  # (T, B, I)
+        # (each regulariser is an identity at rate 0; skipping the call saves its module dispatch,
+        # which is a noticeable share of a batch-1 call)
+        layer_input = self.input_dropout(seq) if cfg.input_dropout else seq  # (T, B, I)
         directions = cfg.num_directions
+        all_cells = list(self.cells)  # (slicing the ModuleList would build a new one per layer)
         h_n, c_n, records = [], [], []
         for layer in range(cfg.num_layers):
             if layer > 0:
-                layer_input = self.hidden_dropout(layer_input)
+                if cfg.hidden_dropout:
+                    layer_input = self.hidden_dropout(layer_input)
                 if cfg.dropout and self.training:
                     layer_input = F.dropout(layer_input, cfg.dropout, training=True)
             span = slice(layer * directions, (layer + 1) * directions)
-            cells = list(self.cells[span])
+            cells = all_cells[span]
             run = LayerRun(
                 cells=cells,
                 x=layer_input,
                 lengths=lengths,
                 h0=h0[span],
                 c0=c0[span],
-                weights_hh=[self.weight_drop(cell.weight_hh) for cell in cells],
+                weights_hh=[
+                    self.weight_drop(c.weight_hh) if cfg.weight_dropout else c.weight_hh
+                    for c in cells
+                ],
                 recurrent_masks=[self._recurrent_mask(batch, seq) for _ in cells],
                 zoneout=self.zoneout,
                 record=[] if record else None,
@@ -217,7 +224,7 @@ class LSTM(nn.Module):
             h_n.append(result.h_n)
             c_n.append(result.c_n)
             records.append(run.record)
-        output = self.output_dropout(layer_input)
+        output = self.output_dropout(layer_input) if cfg.output_dropout else layer_input
         if cfg.batch_first:
             output = output.transpose(0, 1)  # (B, T, D*P)
         final = (torch.cat(h_n), torch.cat(c_n))  # (L*D, B, P), (L*D, B, H)

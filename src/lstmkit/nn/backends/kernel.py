@@ -179,7 +179,13 @@ def project_inputs(cells: list[LSTMCell], x: Tensor) -> Tensor:
     flat = x.reshape(steps * batch, x.shape[2])  # (T*B, I)
     bias = None
     if cells[0].bias_ih is not None:
-        bias = torch.cat([c.bias_ih + c.bias_hh for c in cells])  # (D*G,)
+        biases = [c.bias_ih + c.bias_hh for c in cells]
+        bias = biases[0] if len(biases) == 1 else torch.cat(biases)  # (D*G,)
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (flat, weight, bias)
+    )
+    if not needs_grad:  # no autograd node: a Function's dispatch costs more than this product
+        return load_kernel().linear_forward(flat, weight, bias).view(steps, batch, -1)
     return KernelLinear.apply(flat, weight, bias).view(steps, batch, -1)
 
 
@@ -260,6 +266,8 @@ def _forward(spec, lengths, xproj, h0, c0, params, save: bool):
         h_n.append(res[0])
         c_n.append(res[1].view(batch, hidden))
         saved.append([t for t in res[2:] if t is not None])
+    if directions == 1:
+        return out, h_n[0].unsqueeze(0), c_n[0].unsqueeze(0), saved
     return out, torch.stack(h_n), torch.stack(c_n), saved
 
 

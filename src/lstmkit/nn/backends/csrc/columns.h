@@ -2,8 +2,9 @@
 //
 // With fewer rows than the threads can share (batch 1 above all), the row split of
 // recurrence.h leaves one thread to stream the whole of W_hh from cache every step. Here each
-// thread owns a block of hidden units u0..u1 and the weight columns of their four gates, packed
-// once per call, so each thread reads only its share of W_hh per step:
+// thread owns a block of hidden units u0..u1 and the weight rows of their four gates (packed
+// transposed once per call for the forward product, read in place by the backward one), so
+// each thread reads only its share of W_hh per step:
 //
 //   forward:   z[:, own] = h' @ W_hh[own]^T            (B, 4 nu)
 //              gates, c[:, own], h[:, own] = cell(...)  unit-local for the plain and peephole cells
@@ -52,25 +53,21 @@ inline void scatter_gates(const T* local, int64_t H, int64_t u0, int64_t nu, T* 
   for (int64_t q = 0; q < 4; ++q) std::memcpy(global + q * H + u0, local + q * nu, sizeof(T) * nu);
 }
 
-// Each thread packs its own share of the weights (no ATen calls: at batch 1 their overhead
-// is comparable with the whole recurrence). `w_hh` is (4H, P) row-major.
-//   forward:  w (P, 4 nu) with w[p][q nu + j] = W_hh[q H + u0 + j][p]
-//   backward: w (4H, nu)  with w[r][j] = W_hh[r][u0 + j]
-// and, for the peephole cell, peep (3, nu) = the (3, H) peepholes' own columns.
+// Each thread packs its own share of the forward weights (no ATen calls: at batch 1 their
+// overhead is comparable with the whole recurrence). `w_hh` is (4H, P) row-major; the packed
+// w (P, 4 nu) has w[p][q nu + j] = W_hh[q H + u0 + j][p], one tiled transpose per gate block.
+// The backward product reads W_hh's own columns in place (ldb = P), with no copy.
 template <typename T>
-inline void pack_units(const T* w_hh, const T* peep, int64_t H, int64_t P, int64_t u0,
-                       int64_t nu, bool backward, T* w, T* peep_out) {
-  if (backward) {
-    for (int64_t r = 0; r < 4 * H; ++r) std::memcpy(w + r * nu, w_hh + r * P + u0, sizeof(T) * nu);
-  } else {
-    for (int64_t q = 0; q < 4; ++q)
-      for (int64_t j = 0; j < nu; ++j) {
-        const T* row = w_hh + (q * H + u0 + j) * P;
-        for (int64_t p = 0; p < P; ++p) w[p * 4 * nu + q * nu + j] = row[p];
-      }
-  }
+inline void pack_forward_units(const T* w_hh, int64_t H, int64_t P, int64_t u0, int64_t nu,
+                               T* w) {
+  for (int64_t q = 0; q < 4; ++q) transpose_into(w_hh + (q * H + u0) * P, nu, P, P, w + q * nu, 4 * nu);
+}
+
+// The peephole cell's (3, H) weights, own columns only: (3, nu).
+template <typename T>
+inline void pack_peepholes(const T* peep, int64_t H, int64_t u0, int64_t nu, T* out) {
   if (peep != nullptr)
-    for (int64_t q = 0; q < 3; ++q) std::memcpy(peep_out + q * nu, peep + q * H + u0, sizeof(T) * nu);
+    for (int64_t q = 0; q < 3; ++q) std::memcpy(out + q * nu, peep + q * H + u0, sizeof(T) * nu);
 }
 
 template <typename T>
@@ -113,8 +110,8 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
     const int64_t nu = u1 - u0, G = 4 * nu;
     T* w = packed.data_ptr<T>() + u0 * 4 * n.P;
     T* pp = packed.data_ptr<T>() + n.G * n.P + 3 * u0;
-    pack_units(whh.data_ptr<T>(), has_peep ? peep->data_ptr<T>() : nullptr, n.H, n.P, u0, nu,
-               false, w, pp);
+    pack_forward_units(whh.data_ptr<T>(), n.H, n.P, u0, nu, w);
+    pack_peepholes(has_peep ? peep->data_ptr<T>() : nullptr, n.H, u0, nu, pp);
     const CellParams<T> p = unit_params<T>(kind, nu, pp);
     T* z = scratch.data_ptr<T>() + tid * (n.B * n.G + n.G);
     T* xl = z + n.B * G;
@@ -161,7 +158,7 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
                       at::Tensor& dh, at::Tensor& dc, at::Tensor& acc, int64_t nt) {
   const auto opts = gates_t.options();
   const bool has_peep = kind == kPeephole;
-  const at::Tensor packed = at::empty({n.G * n.P + 3 * n.H}, opts);  // every thread's share
+  const at::Tensor packed = at::empty({3 * n.H}, opts);  // every thread's own peepholes
   at::Tensor dhbuf = at::empty({2, n.B, n.P}, opts);
   dhbuf[0].copy_(dh);
   at::Tensor dabuf = at::empty({2, n.B, n.G}, opts);  // dz of all units, by parity of the step
@@ -178,10 +175,9 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
     const auto [u0, u1] = unit_block(n.H, tid, nth);
     const int64_t nu = u1 - u0;
-    T* w = packed.data_ptr<T>() + u0 * 4 * n.H;
-    T* pp = packed.data_ptr<T>() + n.G * n.P + 3 * u0;
-    pack_units(w_hh.data_ptr<T>(), has_peep ? peep->data_ptr<T>() : nullptr, n.H, n.P, u0, nu,
-               true, w, pp);
+    const T* w = w_hh.data_ptr<T>() + u0;  // W_hh[:, own units], rows P apart
+    T* pp = packed.data_ptr<T>() + 3 * u0;
+    pack_peepholes(has_peep ? peep->data_ptr<T>() : nullptr, n.H, u0, nu, pp);
     const CellParams<T> p = unit_params<T>(kind, nu, pp);
     T* gl = scratch.data_ptr<T>() + tid * (3 * n.G + 3 * n.H);  // gates (4nu)
     T* dz = gl + n.G;                                           // (4nu)
@@ -217,7 +213,7 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
       }
 #pragma omp barrier
       if (nu == 0) continue;
-      gemm(n.B, nu, n.G, da, n.G, w, nu, dh_nxt + u0, n.P);
+      gemm(n.B, nu, n.G, da, n.G, w, n.P, dh_nxt + u0, n.P);
       for (int64_t b = 0; b < n.B; ++b) {
         const int64_t lb = len ? len[b] : n.T;
         if (s >= lb) std::memcpy(dh_nxt + b * n.P + u0, dh_cur + b * n.P + u0, sizeof(T) * nu);

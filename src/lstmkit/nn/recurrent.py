@@ -187,7 +187,7 @@ class LSTM(nn.Module):
         steps, batch = seq.shape[0], seq.shape[1]
         lengths = self._resolve_lengths(lengths, mask, batch, steps)
         h0, c0 = self._initial_state(state, seq, unbatched)
-        placement = Placement(seq.device, seq.dtype)
+        placement = Placement(seq.device, seq.dtype, batch)
         name = "reference" if record else select_backend(cfg, self.training, False, placement).name
         backend = BACKENDS[name]
 

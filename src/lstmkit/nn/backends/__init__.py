@@ -31,6 +31,10 @@ BACKENDS: dict[str, Backend] = {
 # compiled step (benchmarks/results/gpu.md); ``auto`` never picks it elsewhere.
 PREFERENCE: tuple[str, ...] = ("kernel", "fused", "compiled", "reference")
 INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "compiled", "reference")
+# Below this many rows the C++ kernel's forward pass beats PyTorch's fused one too (its unit
+# split; benchmarks/results/kernels.md and docs/performance.md: 1.1-1.4x at 1 to 8 rows,
+# even at 16), so inference of a known small batch follows the training order.
+SMALL_BATCH = 16
 # Where the fused kernel can run the same thing, the C++ kernel trains faster only while the
 # recurrent weights stay cache-sized (benchmarks/results/kernel_selection.md: hidden 512 1.3x,
 # hidden 650 about even, hidden 1150 0.65x).
@@ -59,7 +63,9 @@ def select_backend(
             raise ValueError(f"backend {config.backend!r} cannot run this configuration: {reason}")
         return BackendChoice(config.backend, f"backend={config.backend!r} was requested")
     passed_over: list[str] = []
-    for name in PREFERENCE if training else INFERENCE_PREFERENCE:
+    small = placement is not None and placement.batch is not None and placement.batch < SMALL_BATCH
+    order = PREFERENCE if training or small else INFERENCE_PREFERENCE
+    for name in order:
         reason = _unsupported(BACKENDS[name], config, training, tracing, placement)
         if reason is None and name == "kernel":
             reason = _kernel_slower(config, training, tracing, placement)
@@ -69,6 +75,11 @@ def select_backend(
             why = (
                 "; ".join(passed_over) if passed_over else "fastest backend for this configuration"
             )
+            if small and not training and name == "kernel" and not passed_over:
+                why = (
+                    f"fastest backend for this configuration at {placement.batch} row(s): the "
+                    f"C++ kernel's forward pass beats PyTorch's below {SMALL_BATCH} rows"
+                )
             return BackendChoice(name, why)
         passed_over.append(reason)
     raise RuntimeError("no backend can run this configuration: " + "; ".join(passed_over))
@@ -120,6 +131,7 @@ __all__ = [
     "INFERENCE_PREFERENCE",
     "KERNEL_MAX_HIDDEN",
     "PREFERENCE",
+    "SMALL_BATCH",
     "Backend",
     "BackendChoice",
     "LayerOutput",

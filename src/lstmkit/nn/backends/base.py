@@ -44,6 +44,7 @@ class Placement(NamedTuple):
 
     device: torch.device
     dtype: torch.dtype
+    batch: int | None = None  # rows of the call being run, where known
 
 
 class Backend(Protocol):

@@ -23,6 +23,7 @@ import argparse
 import copy
 import datetime
 import json
+import logging
 import statistics
 import subprocess
 import sys
@@ -102,6 +103,27 @@ def agreement(auto, reference, x, weight) -> float:
     return worst
 
 
+class RecompileLimitWatch(logging.Handler):
+    """Collects the functions dynamo gave up compiling (its recompile limit): their later calls
+    run eagerly without further notice, so a row timed after that is not the compiled step."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.text: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "recompile_limit" in message or "cache_size_limit" in message:
+            self.text.append(message)
+
+    def hit(self, cell_class: str) -> bool:
+        return any(f"_state_only_{cell_class}" in m for m in self.text)
+
+
+WATCH = RecompileLimitWatch()
+EAGER = " (ran eagerly: dynamo's recompile limit)"
+
+
 def bench(cell: str, shape, reps: int, device: str) -> dict:
     b, t, i, h = shape
     x = torch.randn(b, t, i, device=device)
@@ -118,6 +140,9 @@ def bench(cell: str, shape, reps: int, device: str) -> dict:
         times = interleaved(fns, reps)
         row[kind] = {name: statistics.median(v) * 1e3 for name, v in times.items()}  # ms
     row["max_relative_difference"] = agreement(impls["auto"], impls["reference"], x, weight)
+    if row["backend"] == "compiled":
+        cls = type(impls["auto"].cells[0]).__name__
+        row["fell_back_to_eager"] = WATCH.hit(cls)  # dynamo's recompile limit: not compiled
     return row
 
 
@@ -145,7 +170,7 @@ def markdown(report: dict) -> str:
             f"| {r['cell']} | {tuple(r['shape'])} | {r['backend']} | {tr['auto']:.2f} | "
             f"{tr['reference']:.2f} | {cudnn} | {tr['reference'] / tr['auto']:.1f}× / "
             f"{fw['reference'] / fw['auto']:.1f}× | {r['first_call_s']:.1f} | "
-            f"{r['max_relative_difference']:.1e} |"
+            f"{r['max_relative_difference']:.1e}{EAGER if r.get('fell_back_to_eager') else ''} |"
         )
     if report.get("note"):
         lines += ["", report["note"]]
@@ -164,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         print("skipped: no CUDA device (this benchmark measures the GPU paths)")
         return
     torch.set_float32_matmul_precision("highest")  # no TF32: float32 exact for the comparison
+    logging.getLogger("torch._dynamo").addHandler(WATCH)
     torch.backends.cudnn.allow_tf32 = False
     rows = []
     for shape in [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")]:

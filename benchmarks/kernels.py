@@ -38,6 +38,7 @@ TARGETS = {  # shape -> (forward+backward, forward) speed-up asked for in issue 
     (256, 200, 64, 256): (1.3, 1.2),
 }
 STEP_TARGET_US = 25.0
+BATCH_SWEEP = (1, 2, 4, 8, 16)
 
 
 def flops(b: int, t: int, i: int, h: int) -> float:
@@ -123,6 +124,27 @@ def bench_shape(shape, reps: int) -> dict:
         entry["speedup_min"] = entry["torch"]["min_ms"] / entry["ours"]["min_ms"]
         result[mode] = entry
     return result
+
+
+def bench_batches(reps: int) -> list[dict]:
+    """Forward (no grad) at (B, 100, 32, 128) for small B: where ``auto`` runs inference on the
+    kernel instead of PyTorch's fused LSTM (the kernel's unit split, below 4 rows per thread)."""
+    rows = []
+    for batch in BATCH_SWEEP:
+        ours, theirs, x = make_pair(batch, 100, 32, 128)
+        times = interleaved({"torch": forward_fn(theirs, x), "ours": forward_fn(ours, x)}, reps)
+        torch_ms, ours_ms = (statistics.median(times[k]) * 1e3 for k in ("torch", "ours"))
+        threads = load_kernel().column_split_threads(batch, 128, 0, 0)
+        rows.append(
+            {
+                "batch": batch,
+                "torch_ms": torch_ms,
+                "ours_ms": ours_ms,
+                "speedup": torch_ms / ours_ms,
+                "unit_split": threads > 1,
+            }
+        )
+    return rows
 
 
 def bench_streaming(steps: int = 5000) -> dict:
@@ -247,6 +269,16 @@ def markdown(report: dict) -> str:
                 f"| {e['torch']['gflops']:.0f} | {shares} "
                 f"| {gemm['torch.mm']:.0f} / {gemm['onednn']:.0f} |"
             )
+    lines += [
+        "",
+        "| forward (no grad) at (B, 100, 32, 128) | torch ms | ours ms | speed-up | unit split |",
+        "|---|---|---|---|---|",
+    ]
+    for r in report.get("batches", []):
+        lines.append(
+            f"| B = {r['batch']} | {r['torch_ms']:.3f} | {r['ours_ms']:.3f} | "
+            f"{r['speedup']:.2f}x | {'yes' if r['unit_split'] else 'no'} |"
+        )
     s = report["streaming"]["step_us"]
     lines += [
         "",
@@ -298,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         result = bench_shape(shape, reps)
         result["peak_memory_mib"] = peak_memory(shape, args.threads)
         report["shapes"].append(result)
+    report["batches"] = bench_batches(max(20, args.reps * 2))
     report["streaming"] = bench_streaming()
     report["load_after"] = [round(v, 2) for v in os.getloadavg()]
     out = Path(args.out)

@@ -226,26 +226,37 @@ def test_auto_prefers_the_fused_kernel_for_standard_inference(kernel):
 
 
 def test_auto_runs_small_batch_inference_on_the_kernel(kernel):
-    """Inference follows the training order below SMALL_BATCH rows, where the kernel's forward
-    pass is the faster one; at larger or unknown batches PyTorch's fused kernel goes first."""
-    from lstmkit.nn.backends import SMALL_BATCH, select_backend
+    """Inference follows the training order where the kernel shares the hidden units among
+    threads (fewer than four rows per thread, no projection, hidden 91-768): there its forward
+    pass is the faster one. Elsewhere, or with the batch unknown, PyTorch's goes first."""
+    from lstmkit.nn.backends import select_backend
 
-    config = LSTM(3, 4).config
     cpu = torch.device("cpu")
-    small = select_backend(config, training=False, placement=Placement(cpu, torch.float32, 1))
-    assert small.name == "kernel"
-    assert small.reason == (
-        "fastest backend for this configuration at 1 row(s): the C++ kernel's forward pass "
-        f"beats PyTorch's below {SMALL_BATCH} rows"
-    )
-    large = Placement(cpu, torch.float32, SMALL_BATCH)
-    assert select_backend(config, training=False, placement=large).name == "fused"
-    unknown = Placement(cpu, torch.float32)
-    assert select_backend(config, training=False, placement=unknown).name == "fused"
-    wide = LSTM(3, 1024).config  # above KERNEL_MAX_HIDDEN the fused kernel stays first
-    assert select_backend(
-        wide, training=False, placement=Placement(cpu, torch.float32, 1)
-    ).name == ("fused")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        standard = LSTM(3, 128).config
+        small = select_backend(standard, False, placement=Placement(cpu, torch.float32, 1))
+        assert small == (
+            "kernel",
+            "fastest backend at 1 row(s): the C++ kernel shares the hidden units among threads "
+            "there, and its forward pass beats PyTorch's",
+        )
+        for config, batch in (
+            (standard, 8),  # four rows per thread: the row split
+            (standard, None),  # batch unknown (lstm.backend_choice)
+            (LSTM(3, 32).config, 1),  # too little work to split
+            (LSTM(3, 128, proj_size=64).config, 1),  # projections use the row split
+            (LSTM(3, 1024).config, 1),  # above KERNEL_MAX_HIDDEN
+        ):
+            placement = Placement(cpu, torch.float32, batch)
+            assert select_backend(config, False, placement=placement).name == "fused"
+        assert select_backend(standard, True, placement=Placement(cpu, torch.float32, 1)) == (
+            "kernel",
+            "fastest backend for this configuration",
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_auto_passes_the_kernel_over_and_says_why(kernel):

@@ -78,7 +78,7 @@ def test_warmup_then_cosine_to_min():
 def test_step_decay():
     cfg = ScheduleConfig(name="step", step_size=10, gamma=0.5)
     assert [lr_multiplier(cfg, s, 100) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
-    # SegRNN's "type3": the full lr for 3 epochs of 10 steps, then x0.8 each epoch
+    # a held start: the full lr for 3 epochs of 10 steps, then x0.8 each epoch
     held = ScheduleConfig(name="step", step_size=10, gamma=0.8, step_delay=20)
     got = [lr_multiplier(held, s, 100) for s in (0, 29, 30, 39, 40, 55)]
     assert got == pytest.approx([1.0, 1.0, 0.8, 0.8, 0.64, 0.512])

@@ -132,7 +132,11 @@ class LSTM(nn.Module):
 
     @property
     def backend_choice(self) -> BackendChoice:
-        """Which backend runs this layer in its current mode (train/eval), and why."""
+        """Which backend runs this layer in its current mode (train/eval), and why.
+
+        The batch is not known here: in eval mode a call with only a few rows may run on the
+        C++ kernel instead (see ``select_backend``).
+        """
         weight = self.cells[0].weight_ih
         placement = Placement(weight.device, weight.dtype)
         return select_backend(self.config, self.training, placement=placement)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from lstmkit.nn.backends.base import Backend, LayerOutput, LayerRun, Placement
 from lstmkit.nn.backends.compiled import CompiledBackend
 from lstmkit.nn.backends.fused import FusedBackend
-from lstmkit.nn.backends.kernel import KernelBackend
+from lstmkit.nn.backends.kernel import CELL_KINDS, KernelBackend, kernel_unavailable, load_kernel
 from lstmkit.nn.backends.reference import ReferenceBackend
 from lstmkit.nn.config import LSTMConfig
 
@@ -31,10 +31,9 @@ BACKENDS: dict[str, Backend] = {
 # compiled step (benchmarks/results/gpu.md); ``auto`` never picks it elsewhere.
 PREFERENCE: tuple[str, ...] = ("kernel", "fused", "compiled", "reference")
 INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "compiled", "reference")
-# Below this many rows the C++ kernel's forward pass beats PyTorch's fused one too (its unit
-# split; benchmarks/results/kernels.md and docs/performance.md: 1.1-1.4x at 1 to 8 rows,
-# even at 16), so inference of a known small batch follows the training order.
-SMALL_BATCH = 16
+# Except where the C++ kernel shares the hidden units among threads (fewer than four rows per
+# thread, hidden 91-768, no projection): there its forward pass is the faster one too
+# (benchmarks/results/kernels.md, batch sweep), so inference follows the training order.
 # Where the fused kernel can run the same thing, the C++ kernel trains faster only while the
 # recurrent weights stay cache-sized (benchmarks/results/kernel_selection.md: hidden 512 1.3x,
 # hidden 650 about even, hidden 1150 0.65x).
@@ -54,8 +53,9 @@ def select_backend(
 ) -> BackendChoice:
     """Pick the backend for ``config``; a backend asked for by name must be able to run it.
 
-    ``placement`` (device and dtype of the layer's tensors) rules out backends that cannot run
-    there; None skips that check.
+    ``placement`` (device and dtype of the layer's tensors, and the batch of the call when
+    known) rules out backends that cannot run there; None skips that check. The batch matters
+    for inference only: see ``_splits_units``.
     """
     if config.backend != "auto":
         reason = _unsupported(BACKENDS[config.backend], config, training, tracing, placement)
@@ -63,7 +63,7 @@ def select_backend(
             raise ValueError(f"backend {config.backend!r} cannot run this configuration: {reason}")
         return BackendChoice(config.backend, f"backend={config.backend!r} was requested")
     passed_over: list[str] = []
-    small = placement is not None and placement.batch is not None and placement.batch < SMALL_BATCH
+    small = _splits_units(config, training, placement)
     order = PREFERENCE if training or small else INFERENCE_PREFERENCE
     for name in order:
         reason = _unsupported(BACKENDS[name], config, training, tracing, placement)
@@ -75,14 +75,29 @@ def select_backend(
             why = (
                 "; ".join(passed_over) if passed_over else "fastest backend for this configuration"
             )
-            if small and not training and name == "kernel" and not passed_over:
+            if small and name == "kernel" and not passed_over:
                 why = (
-                    f"fastest backend for this configuration at {placement.batch} row(s): the "
-                    f"C++ kernel's forward pass beats PyTorch's below {SMALL_BATCH} rows"
+                    f"fastest backend at {placement.batch} row(s): the C++ kernel shares the "
+                    "hidden units among threads there, and its forward pass beats PyTorch's"
                 )
             return BackendChoice(name, why)
         passed_over.append(reason)
     raise RuntimeError("no backend can run this configuration: " + "; ".join(passed_over))
+
+
+def _splits_units(config: LSTMConfig, training: bool, placement: Placement | None) -> bool:
+    """True for inference of the standard cell at a batch the C++ kernel runs with its unit
+    split, the one regime where its forward pass beats PyTorch's fused one."""
+    if training or placement is None or placement.batch is None or config.cell != "lstm":
+        return False
+    if placement.device.type != "cpu" or config.hidden_size > KERNEL_MAX_HIDDEN:
+        return False
+    if kernel_unavailable() is not None:
+        return False
+    threads = load_kernel().column_split_threads(
+        placement.batch, config.hidden_size, config.proj_size, CELL_KINDS["lstm"]
+    )
+    return threads > 1
 
 
 def _kernel_slower(
@@ -131,7 +146,6 @@ __all__ = [
     "INFERENCE_PREFERENCE",
     "KERNEL_MAX_HIDDEN",
     "PREFERENCE",
-    "SMALL_BATCH",
     "Backend",
     "BackendChoice",
     "LayerOutput",

@@ -40,7 +40,8 @@ class LayerOutput(NamedTuple):
 
 
 class Placement(NamedTuple):
-    """Where a layer's tensors live; backends that run only on some devices or dtypes check it."""
+    """Where a layer's tensors live (and, for a call, its batch): backends that run only on some
+    devices or dtypes check it, and ``auto`` consults the batch for inference."""
 
     device: torch.device
     dtype: torch.dtype

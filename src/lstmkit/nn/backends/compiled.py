@@ -10,9 +10,11 @@ elementwise kernels (Triton on GPUs, C++ on CPUs), forward and backward:
     for t:  state = compiled_advance(cell, x_proj[t], ...)  the fused step
 
 It runs everything the reference backend runs except gate tracing, and gives the same numbers
-up to float rounding. Graphs are compiled per cell class, the first time a shape is seen
-(seconds), and shared by every layer and direction. ``auto`` picks it on CUDA devices only; on
-CPUs the C++ kernel is faster, so there it runs only when asked for by name.
+up to float rounding, except that zoneout in training draws its masks from the compiled
+graph's random stream, not eager PyTorch's. Graphs are compiled per cell class and grad mode,
+the first time a shape is seen (seconds), and shared by every layer and direction. ``auto``
+picks it on CUDA devices only; on CPUs the C++ kernel is faster, so there it runs only when
+asked for by name.
 """
 
 from __future__ import annotations

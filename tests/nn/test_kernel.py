@@ -152,6 +152,27 @@ def test_small_batches_split_units_across_threads_exactly(
         )
 
 
+@pytest.mark.parametrize("hidden", [200, 512])  # 100 units a thread: partial 16 x 16 tiles;
+@pytest.mark.parametrize("cell", ["lstm", "peephole"])  # 256: the 256-column AVX-512 product
+def test_the_unit_split_at_wider_layers(unit_split, hidden, cell):
+    torch.manual_seed(hidden)
+    reference = _perturbed(LSTM(5, hidden, cell=cell, backend="reference"), torch.float32)
+    ours = _with_backend(reference, "kernel")
+    x = torch.randn(1, 6, 5)
+    state = tuple(0.5 * torch.randn(1, 1, hidden) for _ in range(2))
+    out, _ = reference(x, state)
+    weights = [torch.randn(shape) for shape in (out.shape, *(s.shape for s in state))]
+    expected = _run(reference, x, state, None, weights)
+    got = _run(ours, x, state, None, weights)
+    for name, value in expected.items():
+        torch.testing.assert_close(
+            got[name],
+            value,
+            **_tolerance(cell, torch.float32, value),
+            msg=lambda m, n=name: f"{n}: {m}",
+        )
+
+
 def test_the_unit_split_is_only_for_small_batches_of_unit_local_cells(unit_split):
     split = unit_split.column_split_threads
     assert split(1, 128, 0, CELL_KINDS["lstm"]) == 2

@@ -93,8 +93,9 @@ def _compiled_for(cell_type: type, grad: bool, compiler: str) -> Callable[..., L
     and inference, and every later step would silently run eagerly. A copy of the code
     object gives each (class, grad mode) pair a cache of its own.
     """
-    code = _state_only.__code__.replace()  # a new code object: a new dynamo cache
-    fn = types.FunctionType(code, _state_only.__globals__, f"_state_only_{cell_type.__name__}")
+    name = f"_state_only_{cell_type.__name__}"  # also what dynamo's messages call it
+    code = _state_only.__code__.replace(co_name=name)  # a new code object: a new dynamo cache
+    fn = types.FunctionType(code, _state_only.__globals__, name)
     return torch.compile(fn, dynamic=None, backend=compiler)
 
 

@@ -137,3 +137,18 @@ def test_auto_passes_over_the_kernel_where_it_measured_slower():
     assert select_backend(LSTM(3, 512).config, training=True).name == "kernel"
     # where fused cannot run the cell, the kernel stays the fast path at any size
     assert LSTM(3, 1024, cell="peephole").train().backend_choice.name == "kernel"
+
+
+def test_large_batch_inference_never_builds_the_kernel(monkeypatch):
+    """Choosing the fused kernel for a large eval batch must not build the C++ kernel (a
+    first build takes from half a minute to minutes): the row-split case is decided in Python."""
+    import lstmkit.nn.backends as backends
+
+    def build(*_):
+        raise AssertionError("the C++ kernel was consulted for a large inference batch")
+
+    monkeypatch.setattr(backends, "kernel_unavailable", build)
+    rows = 4 * torch.get_num_threads()  # four rows per thread: the row split
+    placement = backends.Placement(torch.device("cpu"), torch.float32, rows)
+    config = LSTM(3, 128).config
+    assert backends.select_backend(config, training=False, placement=placement).name == "fused"

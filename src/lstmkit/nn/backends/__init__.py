@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
+
 from lstmkit.nn.backends.base import Backend, LayerOutput, LayerRun, Placement
 from lstmkit.nn.backends.compiled import CompiledBackend
 from lstmkit.nn.backends.fused import FusedBackend
@@ -92,6 +94,8 @@ def _splits_units(config: LSTMConfig, training: bool, placement: Placement | Non
         return False
     if placement.device.type != "cpu" or config.hidden_size > KERNEL_MAX_HIDDEN:
         return False
+    if config.proj_size or placement.batch >= 4 * torch.get_num_threads():
+        return False  # the row split: decided here, so large batches never build the kernel
     if kernel_unavailable() is not None:
         return False
     threads = load_kernel().column_split_threads(

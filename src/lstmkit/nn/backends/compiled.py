@@ -22,15 +22,14 @@ from __future__ import annotations
 import types
 from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 import torch
-from torch import Tensor
 
 from lstmkit.nn.backends.base import LayerOutput, LayerRun, Placement
 from lstmkit.nn.backends.reference import advance_step, run_layer
 from lstmkit.nn.cell import Gates, LSTMCell, LSTMState
 from lstmkit.nn.config import LSTMConfig
-from lstmkit.nn.dropout import Zoneout
 
 
 class CompiledBackend:
@@ -52,36 +51,20 @@ class CompiledBackend:
         return run_layer(run, advance=_advance)
 
 
-def _state_only(
-    cell: LSTMCell,
-    x_proj: Tensor,
-    state: LSTMState,
-    weight_hh: Tensor,
-    recurrent_mask: Tensor | None,
-    zoneout: Zoneout | None,
-    keep: Tensor | None,
-) -> LSTMState:
-    """``advance_step`` without the gates as outputs, so the compiler may keep them internal."""
-    return advance_step(cell, x_proj, state, weight_hh, recurrent_mask, zoneout, keep).state
+def _state_only(*step: Any) -> LSTMState:
+    """``advance_step(*step)`` without the gates as outputs, so the compiler may keep them
+    internal. ``step``: the arguments of ``advance_step`` (cell, x_proj, state, ...)."""
+    return advance_step(*step).state
 
 
 #: torch.compile's backend; the tests swap in "eager" to exercise dynamo's caching alone
 COMPILER = "inductor"
 
 
-def _advance(
-    cell: LSTMCell,
-    x_proj: Tensor,
-    state: LSTMState,
-    weight_hh: Tensor,
-    recurrent_mask: Tensor | None,
-    zoneout: Zoneout | None,
-    keep: Tensor | None,
-) -> tuple[LSTMState, Gates | None]:
-    """One step through the compiled copy for the cell's class and the grad mode."""
+def _advance(cell: LSTMCell, *rest: Any) -> tuple[LSTMState, Gates | None]:
+    """``advance_step`` through the compiled copy for the cell's class and the grad mode."""
     compiled = _compiled_for(type(cell), torch.is_grad_enabled(), COMPILER)
-    new = compiled(cell, x_proj, state, weight_hh, recurrent_mask, zoneout, keep)
-    return LSTMState(*new), None  # the gates stay inside the fused graph
+    return LSTMState(*compiled(cell, *rest)), None  # the gates stay inside the fused graph
 
 
 @cache

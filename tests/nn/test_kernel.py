@@ -173,6 +173,35 @@ def test_the_unit_split_at_wider_layers(unit_split, hidden, cell):
         )
 
 
+@pytest.mark.parametrize("split_units", [False, True], ids=["row-split", "unit-split"])
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm"])
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
+def test_biases_enter_in_the_step_exactly(unit_split, split_units, cell, bias):
+    """The step adds b_ih + b_hh (the layer-norm cell keeps them in its projection); without
+    biases there is nothing to add. Both threadings, both directions, padding."""
+    if not split_units:
+        unit_split.set_column_split_min_work(1 << 40)
+    torch.manual_seed(7)
+    reference = _perturbed(
+        LSTM(5, 32, 2, bidirectional=True, bias=bias, cell=cell, backend="reference"),
+        torch.float64,
+    )
+    ours = _with_backend(reference, "kernel")
+    x = torch.randn(2, 6, 5, dtype=torch.float64)
+    state = tuple(torch.randn(4, 2, 32, dtype=torch.float64) for _ in range(2))
+    lengths = torch.tensor([6, 3])
+    out, _ = reference(x, state, lengths=lengths)
+    weights = [torch.randn(s.shape, dtype=torch.float64) for s in (out, *state)]
+    expected = _run(reference, x, state, lengths, weights)
+    got = _run(ours, x, state, lengths, weights)
+    assert got.keys() == expected.keys()
+    assert ("cells.0.bias_ih.grad" in got) == bias
+    for name, value in expected.items():
+        torch.testing.assert_close(
+            got[name], value, atol=1e-10, rtol=1e-10, msg=lambda m, n=name: f"{n}: {m}"
+        )
+
+
 def test_the_unit_split_is_only_for_small_batches_of_unit_local_cells(unit_split):
     split = unit_split.column_split_threads
     assert split(1, 128, 0, CELL_KINDS["lstm"]) == 2

@@ -1,12 +1,16 @@
 """The kernel backend: lstmkit's own C++ loop over time, built on first use.
 
-Per layer it runs one GEMM for the input projections of every step and direction (in PyTorch,
-so autograd handles ``W_ih``, the biases and the input), then hands the recurrence to C++:
+Per layer it runs one GEMM for the input projections of every step and direction (an autograd
+Function of its own, for ``W_ih`` and the input), then hands the recurrence to C++:
 
-    x (T, B, I) ──addmm──► xproj (T, B, D*4H)                 one GEMM, all steps and directions
-    C++ forward, per direction:   z = h' W_hh^T ; gates, c, h = cell(z + xproj[t])   per step
+    x (T, B, I) ──matmul──► xproj (T, B, D*4H)                one GEMM, all steps and directions
+    C++ forward, per direction:   z = h' W_hh^T ; gates, c, h = cell(z + xproj[t] + b)  per step
     C++ backward, per direction:  dz = cell'(...) ; dh' = dz W_hh                     per step
-                                  dW_hh = Σ dz^T h'  (one GEMM after the loop)
+                                  dW_hh = Σ dz^T h'  (one GEMM after the loop), db = Σ dz
+
+The biases b = b_ih + b_hh enter in the step, not in the projection: adding them there is free,
+where a projection with biases first writes them into every row of its (T, B, 4H) output. The
+layer-norm cell normalises the projection before its biases, so they stay in it there.
 
 It runs the standard, peephole and layer-norm cells with projections, both directions and
 variable lengths, in float32 and float64 on CPU tensors. The extension is compiled with
@@ -159,7 +163,7 @@ class KernelBackend:
         xproj = project_inputs(cells, run.x)  # (T, B, D*4H)
         lengths = None if run.lengths is None else run.lengths.contiguous()
         params = [p for d, c in enumerate(cells) for p in direction_params(c, run.weights_hh[d])]
-        spec = (kind, len(cells), cells[0].proj_size > 0)
+        spec = (kind, len(cells), cells[0].proj_size > 0, _bias_in_step(cells[0]))
         if torch.is_grad_enabled() and any(
             t.requires_grad for t in (xproj, run.h0, run.c0, *params)
         ):
@@ -170,23 +174,31 @@ class KernelBackend:
 
 
 def project_inputs(cells: list[LSTMCell], x: Tensor) -> Tensor:
-    """Input projections of every step and direction, biases included: (T, B, I) -> (T, B, D*G)."""
+    """Input projections of every step and direction: (T, B, I) -> (T, B, D*G).
+
+    ``x W_ih^T`` alone, the biases being added in the step (``step_bias``), except for the
+    layer-norm cell, whose biases follow its norm of this projection.
+    """
     steps, batch = x.shape[0], x.shape[1]
     if cells[0].kind == "layernorm":  # LN over each direction's own projection
         parts = [cell.project_input(x) for cell in cells]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
     weight = torch.cat([c.weight_ih for c in cells]) if len(cells) > 1 else cells[0].weight_ih
     flat = x.reshape(steps * batch, x.shape[2])  # (T*B, I)
-    bias = None
-    if cells[0].bias_ih is not None:
-        biases = [c.bias_ih + c.bias_hh for c in cells]
-        bias = biases[0] if len(biases) == 1 else torch.cat(biases)  # (D*G,)
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (flat, weight, bias)
-    )
-    if not needs_grad:  # no autograd node: a Function's dispatch costs more than this product
-        return load_kernel().linear_forward(flat, weight, bias).view(steps, batch, -1)
-    return KernelLinear.apply(flat, weight, bias).view(steps, batch, -1)
+    if not (torch.is_grad_enabled() and (flat.requires_grad or weight.requires_grad)):
+        # no autograd node: a Function's dispatch costs more than this product
+        return load_kernel().linear_forward(flat, weight, None).view(steps, batch, -1)
+    return KernelLinear.apply(flat, weight, None).view(steps, batch, -1)
+
+
+def step_bias(cell: LSTMCell) -> Tensor | None:
+    """``b_ih + b_hh``, which the C++ step adds to the gate pre-activations; None for a cell
+    without biases and for the layer-norm cell (its projection holds them)."""
+    return cell.bias_ih + cell.bias_hh if _bias_in_step(cell) else None
+
+
+def _bias_in_step(cell: LSTMCell) -> bool:
+    return cell.bias_ih is not None and cell.kind != "layernorm"
 
 
 class KernelLinear(torch.autograd.Function):
@@ -218,15 +230,21 @@ def direction_params(cell: LSTMCell, weight_hh: Tensor) -> list[Tensor]:
         params.append(
             torch.stack([cell.peephole_input, cell.peephole_forget, cell.peephole_output])
         )
+    bias = step_bias(cell)
+    if bias is not None:
+        params.append(bias)
     if cell.kind == "layernorm":
         params += [cell.norm_hidden.weight, cell.norm_hidden.bias]
         params += [cell.norm_cell.weight, cell.norm_cell.bias]
     return params
 
 
-def _unpack(spec: tuple[int, int, bool], params: list[Tensor] | tuple[Tensor, ...]):
-    """Split the flat parameter list into (w_hh, w_hr, peep, ln) per direction."""
-    kind, directions, proj = spec
+Spec = tuple[int, int, bool, bool]  # cell kind, directions, projection, step bias
+
+
+def _unpack(spec: Spec, params: list[Tensor] | tuple[Tensor, ...]):
+    """Split the flat parameter list into (w_hh, w_hr, peep, bias, ln) per direction."""
+    kind, directions, proj, has_bias = spec
     per = len(params) // directions
     out = []
     for d in range(directions):
@@ -234,21 +252,22 @@ def _unpack(spec: tuple[int, int, bool], params: list[Tensor] | tuple[Tensor, ..
         w_hh = p.pop(0)
         w_hr = p.pop(0) if proj else None
         peep = p.pop(0) if kind == CELL_KINDS["peephole"] else None
-        out.append((w_hh, w_hr, peep, p))  # p: the four layer-norm tensors, or empty
+        bias = p.pop(0) if has_bias else None
+        out.append((w_hh, w_hr, peep, bias, p))  # p: the four layer-norm tensors, or empty
     return out
 
 
 def _forward(spec, lengths, xproj, h0, c0, params, save: bool):
     """Run every direction; returns (out, h_n, c_n, saved per direction)."""
     kernel = load_kernel()
-    kind, directions, _ = spec
+    kind, directions = spec[0], spec[1]
     steps, batch, width = xproj.shape
     gates = width // directions
     hidden = c0.shape[-1]
     out_size = h0.shape[-1]
     out = kernel.empty([steps, batch, directions * out_size], xproj)  # (T, B, D*P)
     h_n, c_n, saved = [], [], []
-    for d, (w_hh, w_hr, peep, ln) in enumerate(_unpack(spec, params)):
+    for d, (w_hh, w_hr, peep, bias, ln) in enumerate(_unpack(spec, params)):
         res = kernel.forward(
             xproj[..., d * gates : (d + 1) * gates],
             h0[d],
@@ -256,6 +275,7 @@ def _forward(spec, lengths, xproj, h0, c0, params, save: bool):
             w_hh,
             w_hr,
             peep,
+            bias,
             [t.contiguous() for t in ln],
             lengths,
             d == 1,
@@ -289,19 +309,20 @@ class KernelLayer(torch.autograd.Function):
         kernel = load_kernel()
         out, h0, *rest = ctx.saved_tensors
         params, activations = rest[: ctx.num_params], rest[ctx.num_params :]
-        kind, directions, _ = ctx.spec
+        kind, directions = ctx.spec[0], ctx.spec[1]
         per_dir = ctx.num_saved
         saved = [activations[d * per_dir : (d + 1) * per_dir] for d in range(directions)]
         steps, batch, width = ctx.xproj_shape
         gates, out_size = width // directions, h0.shape[-1]
         grad_xproj = kernel.empty([steps, batch, width], out)  # (T, B, D*G), every entry written
         dh0, dc0, dparams = [], [], []
-        for d, (w_hh, w_hr, peep, ln) in enumerate(_unpack(ctx.spec, params)):
+        for d, (w_hh, w_hr, peep, bias, ln) in enumerate(_unpack(ctx.spec, params)):
+            dz = grad_xproj[..., d * gates : (d + 1) * gates]  # (T, B, G): dz = d xproj = d b
             res = kernel.backward(
                 None if grad_out is None else grad_out[..., d * out_size : (d + 1) * out_size],
                 None if grad_hn is None else grad_hn[d],
                 None if grad_cn is None else grad_cn[d],
-                grad_xproj[..., d * gates : (d + 1) * gates],
+                dz,
                 out[..., d * out_size : (d + 1) * out_size],
                 h0[d].contiguous(),
                 w_hh,
@@ -315,5 +336,7 @@ class KernelLayer(torch.autograd.Function):
             )
             dh0.append(res[0])
             dc0.append(res[1])
-            dparams += [g for g in res[2:] if g is not None]
+            d_whh, d_whr, d_peep, *d_ln = res[2:]  # None where the cell has no such weight
+            d_bias = None if bias is None else dz.sum((0, 1))
+            dparams += [g for g in (d_whh, d_whr, d_peep, d_bias, *d_ln) if g is not None]
         return None, None, grad_xproj, torch.stack(dh0), torch.stack(dc0), *dparams

@@ -83,13 +83,15 @@ template <typename T>
 std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tensor& h0,
                                         const at::Tensor& c0, const at::Tensor& w_hh,
                                         const std::optional<at::Tensor>& peep,
+                                        const std::optional<at::Tensor>& bias,
                                         const std::optional<at::Tensor>& lengths, bool reverse,
                                         int64_t kind, bool save, at::Tensor& out, int64_t nt) {
   const Shapes n{xproj.size(0), xproj.size(1), c0.size(1), xproj.size(2), h0.size(1)};
   const auto opts = xproj.options();
   const at::Tensor whh = w_hh.contiguous();
   const bool has_peep = kind == kPeephole;
-  const at::Tensor packed = at::empty({n.G * n.P + 3 * n.H}, opts);  // every thread's share
+  // every thread's share: W_hh (P, 4nu), peepholes (3, nu), bias (4nu)
+  const at::Tensor packed = at::empty({n.G * n.P + 3 * n.H + n.G}, opts);
   const int64_t* len = lengths ? lengths->data_ptr<int64_t>() : nullptr;
   at::Tensor gates = pooled_empty({save ? n.T : 1, n.B, n.G}, opts);
   at::Tensor cells = pooled_empty({save ? n.T + 1 : 2, n.B, n.H}, opts);
@@ -112,6 +114,8 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
     T* pp = packed.data_ptr<T>() + n.G * n.P + 3 * u0;
     pack_forward_units(whh.data_ptr<T>(), n.H, n.P, u0, nu, w);
     pack_peepholes(has_peep ? peep->data_ptr<T>() : nullptr, n.H, u0, nu, pp);
+    T* bl = bias ? packed.data_ptr<T>() + n.G * n.P + 3 * n.H + 4 * u0 : nullptr;
+    if (bl != nullptr) gather_gates(bias->data_ptr<T>(), n.H, u0, nu, bl);
     const CellParams<T> p = unit_params<T>(kind, nu, pp);
     T* z = scratch.data_ptr<T>() + tid * (n.B * n.G + n.G);
     T* xl = z + n.B * G;
@@ -133,6 +137,10 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
         const int64_t t = reverse ? lb - 1 - s : s;
         T* zb = z + b * G;
         gather_gates(x.row(t, b), n.H, u0, nu, xl);
+        if (bl != nullptr) {
+#pragma omp simd
+          for (int64_t j = 0; j < G; ++j) xl[j] += bl[j];
+        }
         cell_forward_row(p, zb, xl, c_prev + b * n.H + u0, c_next + b * n.H + u0,
                          h_nxt + b * n.P + u0, no_ln, static_cast<T*>(nullptr));
         if (save) scatter_gates(zb, n.H, u0, nu, gp + (s * n.B + b) * n.G);

@@ -1,7 +1,7 @@
 // lstmkit's CPU kernel: the LSTM recurrence with its loop over time in C++.
 //
 // Python entry points (built at first use by lstmkit.nn.backends.kernel):
-//   forward(xproj, h0, c0, w_hh, w_hr, peep, ln, lengths, reverse, kind, save, out)
+//   forward(xproj, h0, c0, w_hh, w_hr, peep, bias, ln, lengths, reverse, kind, save, out)
 //   backward(grad_out, grad_hn, grad_cn, grad_xproj, out, h0, w_hh, w_hr, peep, ln, lengths,
 //            reverse, kind, saved)
 //   Stepper(layers, kind, hidden, batch).step(x)       streaming inference
@@ -18,18 +18,21 @@ std::vector<at::Tensor> forward(const at::Tensor& xproj, const at::Tensor& h0,
                                 const at::Tensor& c0, const at::Tensor& w_hh,
                                 const std::optional<at::Tensor>& w_hr,
                                 const std::optional<at::Tensor>& peep,
+                                const std::optional<at::Tensor>& bias,
                                 const std::vector<at::Tensor>& ln,
                                 const std::optional<at::Tensor>& lengths, bool reverse,
                                 int64_t kind, bool save, at::Tensor out) {
+  TORCH_CHECK(!bias || (bias->is_contiguous() && bias->numel() == xproj.size(2)),
+              "bias must be contiguous with one value per gate pre-activation");
   TORCH_CHECK(xproj.stride(2) == 1 && out.stride(2) == 1, "last dim must be contiguous");
   std::vector<at::Tensor> result;
   const Shapes n{xproj.size(0), xproj.size(1), c0.size(1), xproj.size(2), h0.size(1)};
   const int64_t ncol = column_threads(n, kind, w_hr.has_value());
   AT_DISPATCH_FLOATING_TYPES(xproj.scalar_type(), "lstmkit_forward", [&] {
-    result = ncol > 1 ? forward_columns<scalar_t>(xproj, h0, c0, w_hh, peep, lengths, reverse,
-                                                  kind, save, out, ncol)
-                      : forward_direction<scalar_t>(xproj, h0, c0, w_hh, w_hr, peep, ln, lengths,
-                                                    reverse, kind, save, out);
+    result = ncol > 1 ? forward_columns<scalar_t>(xproj, h0, c0, w_hh, peep, bias, lengths,
+                                                  reverse, kind, save, out, ncol)
+                      : forward_direction<scalar_t>(xproj, h0, c0, w_hh, w_hr, peep, bias, ln,
+                                                    lengths, reverse, kind, save, out);
   });
   return result;
 }

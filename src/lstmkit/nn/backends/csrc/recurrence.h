@@ -4,7 +4,8 @@
 // time, so the threads run the whole sequence without synchronising. Per step and block:
 //
 //   forward:   z = h' @ W_hh^T                       one GEMM (M, 4H) x (P, 4H)
-//              gates, c, m = cell(z + xproj[t])       fused, per row
+//              gates, c, m = cell(z + xproj[t] + b)   fused, per row (b: b_ih + b_hh, or
+//                                                     none when xproj holds the biases)
 //              h = m @ W_hr^T (projection only)       one GEMM
 //   backward:  dm = dh @ W_hr (projection only)       one GEMM
 //              dz, da, dc' = cell_backward(...)       fused, per row
@@ -84,6 +85,7 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
                                           const at::Tensor& c0, const at::Tensor& w_hh,
                                           const std::optional<at::Tensor>& w_hr,
                                           const std::optional<at::Tensor>& peep,
+                                          const std::optional<at::Tensor>& bias,
                                           const std::vector<at::Tensor>& ln,
                                           const std::optional<at::Tensor>& lengths,
                                           bool reverse, int64_t kind, bool save,
@@ -119,6 +121,7 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
   T* hn = proj ? h_new.data_ptr<T>() : nullptr;
   const T* whh = whh_t.data_ptr<T>();
   const T* whr = proj ? whr_t.data_ptr<T>() : nullptr;
+  const T* bp = bias ? bias->data_ptr<T>() : nullptr;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
@@ -146,8 +149,13 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
           lns.rstd_c = sv.rstd_c.data_ptr<T>() + s * n.B + b;
         }
         T* m_row = proj ? mp + b * n.H : hp + b * n.P;
-        cell_forward_row(p, z + b * n.G, x.row(t, b), c_prev + b * n.H, c_next + b * n.H, m_row,
-                         lns, scr);
+        const T* xr = x.row(t, b);
+        if (bp != nullptr) {  // the plain and peephole cells leave the scratch row unused
+#pragma omp simd
+          for (int64_t j = 0; j < n.G; ++j) scr[j] = xr[j] + bp[j];
+          xr = scr;
+        }
+        cell_forward_row(p, z + b * n.G, xr, c_prev + b * n.H, c_next + b * n.H, m_row, lns, scr);
         if (!proj) std::memcpy(o.row(t, b), m_row, sizeof(T) * n.P);
       }
       if (proj) {

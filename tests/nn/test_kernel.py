@@ -173,6 +173,28 @@ def test_the_unit_split_at_wider_layers(unit_split, hidden, cell):
         )
 
 
+@pytest.mark.parametrize("cell", ["lstm", "peephole"])
+def test_the_row_split_at_wider_layers(kernel, cell):
+    """4H = 400 gate columns: the float32 step product runs in blocks of 256 columns and a
+    remainder of 144 (gemm.h); both must land in the right place."""
+    torch.manual_seed(100)
+    reference = _perturbed(LSTM(5, 100, cell=cell, backend="reference"), torch.float32)
+    ours = _with_backend(reference, "kernel")
+    x = torch.randn(12, 6, 5)
+    state = tuple(0.5 * torch.randn(1, 12, 100) for _ in range(2))
+    out, _ = reference(x, state)
+    weights = [torch.randn(shape) for shape in (out.shape, *(s.shape for s in state))]
+    expected = _run(reference, x, state, None, weights)
+    got = _run(ours, x, state, None, weights)
+    for name, value in expected.items():
+        torch.testing.assert_close(
+            got[name],
+            value,
+            **_tolerance(cell, torch.float32, value),
+            msg=lambda m, n=name: f"{n}: {m}",
+        )
+
+
 @pytest.mark.parametrize("split_units", [False, True], ids=["row-split", "unit-split"])
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm"])
 @pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])

@@ -175,13 +175,14 @@ def test_the_unit_split_at_wider_layers(unit_split, hidden, cell):
 
 @pytest.mark.parametrize("cell", ["lstm", "peephole"])
 def test_the_row_split_at_wider_layers(kernel, cell):
-    """4H = 400 gate columns: the float32 step product runs in blocks of 256 columns and a
-    remainder of 144 (gemm.h); both must land in the right place."""
+    """4H = 640 gates: the float32 step products run in blocks of 256 columns (a remainder of
+    128) and, backward (dh' = dz W_hh, 640 deep), of 512 depth (a remainder of 128) that
+    accumulate (gemm.h); every block must land in the right place."""
     torch.manual_seed(100)
-    reference = _perturbed(LSTM(5, 100, cell=cell, backend="reference"), torch.float32)
+    reference = _perturbed(LSTM(5, 160, cell=cell, backend="reference"), torch.float32)
     ours = _with_backend(reference, "kernel")
     x = torch.randn(12, 6, 5)
-    state = tuple(0.5 * torch.randn(1, 12, 100) for _ in range(2))
+    state = tuple(0.5 * torch.randn(1, 12, 160) for _ in range(2))
     out, _ = reference(x, state)
     weights = [torch.randn(shape) for shape in (out.shape, *(s.shape for s in state))]
     expected = _run(reference, x, state, None, weights)

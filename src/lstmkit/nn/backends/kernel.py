@@ -6,7 +6,8 @@ Function of its own, for ``W_ih`` and the input), then hands the recurrence to C
     x (T, B, I) ──matmul──► xproj (T, B, D*4H)                one GEMM, all steps and directions
     C++ forward, per direction:   z = h' W_hh^T ; gates, c, h = cell(z + xproj[t] + b)  per step
     C++ backward, per direction:  dz = cell'(...) ; dh' = dz W_hh                     per step
-                                  dW_hh = Σ dz^T h'  (one GEMM after the loop), db = Σ dz
+                                  dW_hh = Σ dz^T h'  (one GEMM after the loop)
+                                  db = Σ dz  (summed in the loop)
 
 The biases b = b_ih + b_hh enter in the step, not in the projection: adding them there is free,
 where a projection with biases first writes them into every row of its (T, B, 4H) output. The
@@ -317,12 +318,11 @@ class KernelLayer(torch.autograd.Function):
         grad_xproj = kernel.empty([steps, batch, width], out)  # (T, B, D*G), every entry written
         dh0, dc0, dparams = [], [], []
         for d, (w_hh, w_hr, peep, bias, ln) in enumerate(_unpack(ctx.spec, params)):
-            dz = grad_xproj[..., d * gates : (d + 1) * gates]  # (T, B, G): dz = d xproj = d b
             res = kernel.backward(
                 None if grad_out is None else grad_out[..., d * out_size : (d + 1) * out_size],
                 None if grad_hn is None else grad_hn[d],
                 None if grad_cn is None else grad_cn[d],
-                dz,
+                grad_xproj[..., d * gates : (d + 1) * gates],
                 out[..., d * out_size : (d + 1) * out_size],
                 h0[d].contiguous(),
                 w_hh,
@@ -332,11 +332,11 @@ class KernelLayer(torch.autograd.Function):
                 ctx.lengths,
                 d == 1,
                 kind,
+                bias is not None,
                 list(saved[d]),
             )
             dh0.append(res[0])
             dc0.append(res[1])
-            d_whh, d_whr, d_peep, *d_ln = res[2:]  # None where the cell has no such weight
-            d_bias = None if bias is None else dz.sum((0, 1))
+            d_whh, d_whr, d_peep, d_bias, *d_ln = res[2:]  # None where the cell has none
             dparams += [g for g in (d_whh, d_whr, d_peep, d_bias, *d_ln) if g is not None]
         return None, None, grad_xproj, torch.stack(dh0), torch.stack(dc0), *dparams

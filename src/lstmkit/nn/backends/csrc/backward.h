@@ -4,6 +4,7 @@
 // come after the loop, each from one GEMM over all steps:
 //   dW_hh = Σ_t da_t^T h_{t-1}     with h_{t-1} read from the saved output (zero at padding)
 //   dW_hr = Σ_t dh_t^T m_t         (projection only)
+// and db = Σ_t dz_t, the gradient of the biases the step adds (with_bias), summed in the loop.
 #pragma once
 
 #include "columns.h"
@@ -16,7 +17,7 @@ std::vector<at::Tensor> backward_direction(
     const std::optional<at::Tensor>& grad_cn, at::Tensor& grad_xproj, const at::Tensor& out,
     const at::Tensor& h0, const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr,
     const std::optional<at::Tensor>& peep, const std::vector<at::Tensor>& ln,
-    const std::optional<at::Tensor>& lengths, bool reverse, int64_t kind,
+    const std::optional<at::Tensor>& lengths, bool reverse, int64_t kind, bool with_bias,
     const std::vector<at::Tensor>& saved) {
   const at::Tensor& gates_t = saved[0];
   const at::Tensor& cells_t = saved[1];
@@ -40,8 +41,8 @@ std::vector<at::Tensor> backward_direction(
                               : at::Tensor();
   const int64_t nt = thread_count(n.B, n.B * n.G * n.P);
   // per-thread accumulators of the per-unit parameters, [peep 3H | ln_h_w 4H | ln_h_b 4H |
-  // ln_c_w H | ln_c_b H]
-  const int64_t acc_width = 13 * n.H;
+  // ln_c_w H | ln_c_b H | bias 4H]
+  const int64_t acc_width = 13 * n.H + n.G;
   at::Tensor acc = at::zeros({nt, acc_width}, opts);
   at::Tensor scratch = at::empty({nt, 4 * n.H}, opts);
   const CellParams<T> p = cell_params<T>(kind, n.H, peep, ln);
@@ -53,8 +54,8 @@ std::vector<at::Tensor> backward_direction(
 
   const int64_t ncol = column_threads(n, kind, proj);
   if (ncol > 1) {
-    backward_columns<T>(n, go, dx, whh, peep, len, reverse, kind, gates_t, cells_t, dh, dc, acc,
-                        ncol);
+    backward_columns<T>(n, go, dx, whh, peep, len, reverse, kind, with_bias, gates_t, cells_t, dh,
+                        dc, acc, ncol);
   } else {
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
@@ -99,6 +100,12 @@ std::vector<at::Tensor> backward_direction(
         cell_backward_row(p, gates + (s * n.B + b) * n.G, cells + (s * n.B + b) * n.H,
                           cells + ((s + 1) * n.B + b) * n.H, dmp + b * n.H, dcp + b * n.H,
                           dx.row(t, b), dap + b * n.G, lns, g_acc, m_out, scr);
+        if (with_bias) {  // the step's biases: dz, as written to dx (plain and peephole cells)
+          T* db = a + 13 * n.H;
+          const T* dz = dx.row(t, b);
+#pragma omp simd
+          for (int64_t j = 0; j < n.G; ++j) db[j] += dz[j];
+        }
         if (ln_cell)
           std::memcpy(da_hist.data_ptr<T>() + (t * n.B + b) * n.G, dap + b * n.G, sizeof(T) * n.G);
       }
@@ -141,6 +148,7 @@ std::vector<at::Tensor> backward_direction(
   result.push_back(proj ? mm_fast(dh_hist.view({-1, n.P}).t(), m_hist.view({-1, n.H}))
                         : at::Tensor());
   result.push_back(kind == kPeephole ? grads.slice(0, 0, 3 * n.H).view({3, n.H}) : at::Tensor());
+  result.push_back(with_bias ? grads.slice(0, 13 * n.H, 13 * n.H + n.G) : at::Tensor());
   if (ln_cell) {
     result.push_back(grads.slice(0, 3 * n.H, 7 * n.H));
     result.push_back(grads.slice(0, 7 * n.H, 11 * n.H));

@@ -3,7 +3,7 @@
 // Python entry points (built at first use by lstmkit.nn.backends.kernel):
 //   forward(xproj, h0, c0, w_hh, w_hr, peep, bias, ln, lengths, reverse, kind, save, out)
 //   backward(grad_out, grad_hn, grad_cn, grad_xproj, out, h0, w_hh, w_hr, peep, ln, lengths,
-//            reverse, kind, saved)
+//            reverse, kind, with_bias, saved)
 //   Stepper(layers, kind, hidden, batch).step(x)       streaming inference
 //   set_column_split_min_work(n)                        small-batch threading threshold
 // All tensors are CPU, float32 or float64; time-major (T, B, F) with the last dim contiguous.
@@ -45,12 +45,14 @@ std::vector<at::Tensor> backward(const std::optional<at::Tensor>& grad_out,
                                  const std::optional<at::Tensor>& peep,
                                  const std::vector<at::Tensor>& ln,
                                  const std::optional<at::Tensor>& lengths, bool reverse,
-                                 int64_t kind, const std::vector<at::Tensor>& saved) {
+                                 int64_t kind, bool with_bias,
+                                 const std::vector<at::Tensor>& saved) {
   TORCH_CHECK(grad_xproj.stride(2) == 1, "last dim must be contiguous");
   std::vector<at::Tensor> result;
   AT_DISPATCH_FLOATING_TYPES(grad_xproj.scalar_type(), "lstmkit_backward", [&] {
     result = backward_direction<scalar_t>(grad_out, grad_hn, grad_cn, grad_xproj, out, h0, w_hh,
-                                          w_hr, peep, ln, lengths, reverse, kind, saved);
+                                          w_hr, peep, ln, lengths, reverse, kind, with_bias,
+                                          saved);
   });
   return result;
 }

@@ -302,13 +302,37 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(paths: list[str]) -> str:
+    """One row per result file: the speed-up of every shape and pass (repeated runs' spread)."""
+    lines = [
+        "| run | date | " + " | ".join(f"{tuple(s)} fwd | fwd+bwd" for s in SHAPES) + " |",
+        "|---|---|" + "---|---|" * len(SHAPES),
+    ]
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        by_shape = {tuple(r["shape"]): r for r in report["shapes"]}
+        cells = [
+            f"{by_shape[s][mode]['speedup']:.2f}x" if s in by_shape else "—"
+            for s in SHAPES
+            for mode in ("forward", "train")
+        ]
+        lines.append(f"| {path} | {report['date']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--out", default="benchmarks/results/kernels.json", help="JSON path")
     parser.add_argument("--reps", type=int, default=20, help="timed runs per case (fewer for big)")
     parser.add_argument("--memory-child", nargs=5, metavar=("IMPL", "B", "T", "I", "H"))
+    parser.add_argument(
+        "--summarize", nargs="+", metavar="JSON", help="print the speed-ups of earlier result files"
+    )
     args = parser.parse_args(argv)
+    if args.summarize:
+        print(summary(args.summarize))
+        return
     torch.set_num_threads(args.threads)
     if args.memory_child:
         impl, *shape = args.memory_child

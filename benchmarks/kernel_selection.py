@@ -1,10 +1,13 @@
-"""Where the C++ kernel trains faster than PyTorch's fused LSTM: the data behind ``auto``.
+"""Where the C++ kernel is faster than PyTorch's fused LSTM: the data behind ``auto``.
 
-Forward+backward of the standard cell, kernel vs fused, in one process, at shapes people train
-(forecasters, AWD-LSTM-sized language models). ``lstmkit.nn.backends.KERNEL_MAX_HIDDEN`` and
-``auto``'s choice is shown beside each shape.
+Forward+backward (``--mode train``) or the forward pass without gradients (``--mode forward``,
+eval mode) of the standard cell, kernel vs fused, in one process, at shapes people train
+(forecasters, AWD-LSTM-sized language models). ``auto``'s choice for that mode and batch is
+shown beside each shape (``lstmkit.nn.backends.KERNEL_MAX_HIDDEN`` for training).
 
     python benchmarks/kernel_selection.py --threads 2 --out benchmarks/results/kernel_selection.json
+    python benchmarks/kernel_selection.py --mode forward \
+        --out benchmarks/results/kernel_selection_forward.json
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from pathlib import Path
 import torch
 
 from lstmkit.nn import LSTM
+from lstmkit.nn.backends import Placement, select_backend
 
 # (batch, steps, input, hidden, layers)
 SHAPES = [
     (1, 100, 32, 128, 1),
     (64, 100, 32, 128, 1),
+    (64, 100, 64, 256, 1),
+    (256, 200, 64, 256, 1),
     (128, 96, 7, 512, 1),
     (64, 128, 256, 512, 2),
     (32, 35, 650, 650, 2),
@@ -32,13 +38,17 @@ SHAPES = [
 ]
 
 
-def median_ms(backend: str, shape: tuple[int, ...], repeats: int) -> float:
+def median_ms(backend: str, shape: tuple[int, ...], repeats: int, train: bool) -> float:
     batch, steps, inputs, hidden, layers = shape
     torch.manual_seed(0)
-    lstm = LSTM(inputs, hidden, layers, backend=backend).train()
-    x = torch.randn(batch, steps, inputs, requires_grad=True)
+    lstm = LSTM(inputs, hidden, layers, backend=backend).train(train)
+    x = torch.randn(batch, steps, inputs, requires_grad=train)
 
     def run() -> None:
+        if not train:
+            with torch.no_grad():
+                lstm(x)
+            return
         out, _ = lstm(x)
         out.sum().backward()
 
@@ -52,10 +62,19 @@ def median_ms(backend: str, shape: tuple[int, ...], repeats: int) -> float:
     return sorted(times)[len(times) // 2] * 1e3
 
 
+def auto_choice(shape: tuple[int, ...], train: bool) -> str:
+    """The backend ``auto`` runs this shape's first layer with, in this mode and at this batch."""
+    batch, _, inputs, hidden, layers = shape
+    config = LSTM(inputs, hidden, layers).config
+    placement = Placement(torch.device("cpu"), torch.float32, batch)
+    return select_backend(config, train, False, placement).name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--mode", choices=["train", "forward"], default="train")
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/kernel_selection.json")
     )
@@ -63,16 +82,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load = os.getloadavg()
     rows = []
+    train = args.mode == "train"
     for shape in SHAPES:
-        fused = median_ms("fused", shape, args.repeats)
-        kernel = median_ms("kernel", shape, args.repeats)
+        fused = median_ms("fused", shape, args.repeats, train)
+        kernel = median_ms("kernel", shape, args.repeats, train)
         rows.append(
             {
                 "shape": shape,
                 "fused_ms": fused,
                 "kernel_ms": kernel,
                 "speedup": fused / kernel,
-                "auto": LSTM(shape[2], shape[3], shape[4]).train().backend_choice.name,
+                "auto": auto_choice(shape, train),
             }
         )
         print(
@@ -88,7 +108,8 @@ def main() -> None:
         "load_after": os.getloadavg(),
     }
     lines = [
-        "# C++ kernel vs fused, forward+backward of the standard cell",
+        f"# C++ kernel vs fused, {'forward+backward' if train else 'forward (no grad, eval)'} "
+        "of the standard cell",
         "",
         f"Command: `{meta['command']}`  ",
         f"Date: {meta['date']}; torch {meta['torch']}; {args.threads} threads; load "
@@ -103,7 +124,7 @@ def main() -> None:
         for r in rows
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    args.out.write_text(json.dumps({"meta": meta | {"mode": args.mode}, "rows": rows}, indent=2))
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

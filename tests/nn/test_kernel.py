@@ -196,6 +196,22 @@ def test_the_row_split_at_wider_layers(kernel, cell):
         )
 
 
+def test_an_expanded_output_gradient(kernel):
+    """out.sum() hands the backward an expanded gradient (every stride 0), which the kernel
+    copies into contiguous rows first."""
+    torch.manual_seed(3)
+    reference = _perturbed(LSTM(5, 16, bidirectional=True, backend="reference"), torch.float64)
+    ours = _with_backend(reference, "kernel")
+    x = torch.randn(3, 6, 5, dtype=torch.float64)
+    grads = []
+    for lstm in (reference, ours):
+        out, _ = lstm(x)
+        out.sum().backward()
+        grads.append({n: p.grad for n, p in lstm.named_parameters()})
+    for name, value in grads[0].items():
+        torch.testing.assert_close(grads[1][name], value, atol=1e-10, rtol=1e-10, msg=name)
+
+
 @pytest.mark.parametrize("split_units", [False, True], ids=["row-split", "unit-split"])
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm"])
 @pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])

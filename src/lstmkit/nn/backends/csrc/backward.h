@@ -37,8 +37,11 @@ std::vector<at::Tensor> backward_direction(
   at::Tensor da_hist = ln_cell ? pooled_empty({n.T, n.B, n.G}, opts).zero_() : at::Tensor();
   at::Tensor dh_hist = proj ? pooled_empty({n.T, n.B, n.P}, opts).zero_() : at::Tensor();
   at::Tensor m_hist = proj ? pooled_empty({n.T, n.B, n.H}, opts).zero_() : at::Tensor();
-  at::Tensor g_out = grad_out ? (grad_out->stride(2) == 1 ? *grad_out : grad_out->contiguous())
-                              : at::Tensor();
+  at::Tensor g_out;  // rows must be contiguous: copy a gradient that is not (an expanded one,
+  if (grad_out) {   // as out.sum() gives) into a pooled buffer, which has no first-touch cost
+    g_out = *grad_out;
+    if (g_out.stride(2) != 1) g_out = pooled_empty(g_out.sizes(), opts).copy_(*grad_out);
+  }
   const int64_t nt = thread_count(n.B, n.B * n.G * n.P);
   // per-thread accumulators of the per-unit parameters, [peep 3H | ln_h_w 4H | ln_h_b 4H |
   // ln_c_w H | ln_c_b H | bias 4H]

@@ -22,15 +22,14 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
 import logging
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from report import short_commit, write_report
 
 from lstmkit.nn import LSTM
 from lstmkit.nn.convert import to_torch
@@ -234,22 +233,16 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
             rows.append(row)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
     report = {
         "command": " ".join(["python", *sys.argv]),
         "device": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": commit or "unknown",
+        "commit": short_commit(),
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, report, markdown)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
+from report import short_commit, write_report
 
 from lstmkit.nn import LSTM
 
@@ -92,23 +91,17 @@ def main() -> None:
             if error is not None:
                 rows.append({"cell": cell, "backend": backend, "error": error})
                 print(cell, backend, " ".join(f"{v:.1e}" for v in error), flush=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": torch.cuda.get_device_name() if args.device == "cuda" else platform.machine(),
         "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": commit or "unknown",
+        "commit": short_commit(),
         "shape": list(shape),
         "steps": list(STEPS),
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(args.out, report, markdown)
 
 
 if __name__ == "__main__":

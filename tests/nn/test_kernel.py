@@ -155,11 +155,16 @@ def test_small_batches_split_units_across_threads_exactly(
 @pytest.mark.parametrize("hidden", [200, 512])  # 100 units a thread: partial 16 x 16 tiles;
 @pytest.mark.parametrize("cell", ["lstm", "peephole"])  # 256: the 256-column AVX-512 product
 def test_the_unit_split_at_wider_layers(unit_split, hidden, cell):
+    _check_float32_layer(cell, hidden, batch=1)
+
+
+def _check_float32_layer(cell: str, hidden: int, batch: int) -> None:
+    """One float32 layer of ``hidden`` units on the kernel against the reference loop."""
     torch.manual_seed(hidden)
     reference = _perturbed(LSTM(5, hidden, cell=cell, backend="reference"), torch.float32)
     ours = _with_backend(reference, "kernel")
-    x = torch.randn(1, 6, 5)
-    state = tuple(0.5 * torch.randn(1, 1, hidden) for _ in range(2))
+    x = torch.randn(batch, 6, 5)
+    state = tuple(0.5 * torch.randn(1, batch, hidden) for _ in range(2))
     out, _ = reference(x, state)
     weights = [torch.randn(shape) for shape in (out.shape, *(s.shape for s in state))]
     expected = _run(reference, x, state, None, weights)
@@ -178,22 +183,7 @@ def test_the_row_split_at_wider_layers(kernel, cell):
     """4H = 640 gates: the float32 step products run in blocks of 256 columns (a remainder of
     128) and, backward (dh' = dz W_hh, 640 deep), of 512 depth (a remainder of 128) that
     accumulate (gemm.h); every block must land in the right place."""
-    torch.manual_seed(100)
-    reference = _perturbed(LSTM(5, 160, cell=cell, backend="reference"), torch.float32)
-    ours = _with_backend(reference, "kernel")
-    x = torch.randn(12, 6, 5)
-    state = tuple(0.5 * torch.randn(1, 12, 160) for _ in range(2))
-    out, _ = reference(x, state)
-    weights = [torch.randn(shape) for shape in (out.shape, *(s.shape for s in state))]
-    expected = _run(reference, x, state, None, weights)
-    got = _run(ours, x, state, None, weights)
-    for name, value in expected.items():
-        torch.testing.assert_close(
-            got[name],
-            value,
-            **_tolerance(cell, torch.float32, value),
-            msg=lambda m, n=name: f"{n}: {m}",
-        )
+    _check_float32_layer(cell, 160, batch=12)
 
 
 def test_an_expanded_output_gradient(kernel):

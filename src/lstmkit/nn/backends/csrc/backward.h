@@ -4,7 +4,9 @@
 // come after the loop, each from one GEMM over all steps:
 //   dW_hh = Σ_t da_t^T h_{t-1}     with h_{t-1} read from the saved output (zero at padding)
 //   dW_hr = Σ_t dh_t^T m_t         (projection only)
-// and db = Σ_t dz_t, the gradient of the biases the step adds (with_bias), summed in the loop.
+// and db = Σ_t dz_t, the gradient of the biases the step adds (with_bias), summed in the loop
+// in double (per thread, then across threads): tens of thousands of float32 rows otherwise
+// round off more than a pairwise sum would.
 #pragma once
 
 #include "columns.h"
@@ -44,9 +46,10 @@ std::vector<at::Tensor> backward_direction(
   }
   const int64_t nt = thread_count(n.B, n.B * n.G * n.P);
   // per-thread accumulators of the per-unit parameters, [peep 3H | ln_h_w 4H | ln_h_b 4H |
-  // ln_c_w H | ln_c_b H | bias 4H]
-  const int64_t acc_width = 13 * n.H + n.G;
+  // ln_c_w H | ln_c_b H], and of the step's biases (4H, in double)
+  const int64_t acc_width = 13 * n.H;
   at::Tensor acc = at::zeros({nt, acc_width}, opts);
+  at::Tensor db_acc = at::zeros({with_bias ? nt : 0, n.G}, opts.dtype(at::kDouble));
   at::Tensor scratch = at::empty({nt, 4 * n.H}, opts);
   const CellParams<T> p = cell_params<T>(kind, n.H, peep, ln);
   const TimeMajor<T> dx = time_major<T>(grad_xproj);
@@ -58,7 +61,7 @@ std::vector<at::Tensor> backward_direction(
   const int64_t ncol = column_threads(n, kind, proj);
   if (ncol > 1) {
     backward_columns<T>(n, go, dx, whh, peep, len, reverse, kind, with_bias, gates_t, cells_t, dh,
-                        dc, acc, ncol);
+                        dc, acc, db_acc, ncol);
   } else {
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
@@ -104,7 +107,7 @@ std::vector<at::Tensor> backward_direction(
                           cells + ((s + 1) * n.B + b) * n.H, dmp + b * n.H, dcp + b * n.H,
                           dx.row(t, b), dap + b * n.G, lns, g_acc, m_out, scr);
         if (with_bias) {  // the step's biases: dz, as written to dx (plain and peephole cells)
-          T* db = a + 13 * n.H;
+          double* db = db_acc.data_ptr<double>() + tid * n.G;
           const T* dz = dx.row(t, b);
 #pragma omp simd
           for (int64_t j = 0; j < n.G; ++j) db[j] += dz[j];
@@ -151,7 +154,7 @@ std::vector<at::Tensor> backward_direction(
   result.push_back(proj ? mm_fast(dh_hist.view({-1, n.P}).t(), m_hist.view({-1, n.H}))
                         : at::Tensor());
   result.push_back(kind == kPeephole ? grads.slice(0, 0, 3 * n.H).view({3, n.H}) : at::Tensor());
-  result.push_back(with_bias ? grads.slice(0, 13 * n.H, 13 * n.H + n.G) : at::Tensor());
+  result.push_back(with_bias ? db_acc.sum(0).to(gates_t.scalar_type()) : at::Tensor());
   if (ln_cell) {
     result.push_back(grads.slice(0, 3 * n.H, 7 * n.H));
     result.push_back(grads.slice(0, 7 * n.H, 11 * n.H));

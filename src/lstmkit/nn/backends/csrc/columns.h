@@ -156,15 +156,16 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
 }
 
 // The loop over time of backward_direction for the unit split: fills grad_xproj (= da for these
-// cells), `dh` with the gradient of h0, `dc` with that of c0 and row 0 of `acc` with the
-// peephole gradients (columns 0..3H) and the bias gradients (13H..13H+4H), global layout.
+// cells), `dh` with the gradient of h0, `dc` with that of c0, row 0 of `acc` with the peephole
+// gradients and row 0 of `db_acc` with the bias gradients (double), global layout.
 template <typename T>
 void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
                       const TimeMajor<T>& dx, const at::Tensor& w_hh,
                       const std::optional<at::Tensor>& peep, const int64_t* len, bool reverse,
                       int64_t kind, bool with_bias, const at::Tensor& gates_t,
                       const at::Tensor& cells_t,
-                      at::Tensor& dh, at::Tensor& dc, at::Tensor& acc, int64_t nt) {
+                      at::Tensor& dh, at::Tensor& dc, at::Tensor& acc, at::Tensor& db_acc,
+                      int64_t nt) {
   const auto opts = gates_t.options();
   const bool has_peep = kind == kPeephole;
   const at::Tensor packed = at::empty({3 * n.H}, opts);  // every thread's own peepholes
@@ -172,7 +173,8 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
   dhbuf[0].copy_(dh);
   at::Tensor dabuf = at::empty({2, n.B, n.G}, opts);  // dz of all units, by parity of the step
   at::Tensor scratch = at::empty({nt, 3 * n.G + 3 * n.H}, opts);
-  at::Tensor local_acc = at::zeros({nt, 3 * n.H + n.G}, opts);  // [peep 3nu | bias 4nu], local
+  at::Tensor local_acc = at::zeros({nt, 3 * n.H}, opts);  // peepholes (3 nu), local layout
+  at::Tensor local_db = at::zeros({with_bias ? nt : 0, n.G}, opts.dtype(at::kDouble));  // (4 nu)
   const T* gates = gates_t.data_ptr<T>();
   const T* cells = cells_t.data_ptr<T>();
   T* dhb = dhbuf.data_ptr<T>();
@@ -191,8 +193,8 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
     T* gl = scratch.data_ptr<T>() + tid * (3 * n.G + 3 * n.H);  // gates (4nu)
     T* dz = gl + n.G;                                           // (4nu)
     T* dm = dz + n.G;                                           // (nu)
-    T* a = local_acc.data_ptr<T>() + tid * (3 * n.H + n.G);
-    T* a_bias = a + 3 * nu;
+    T* a = local_acc.data_ptr<T>() + tid * 3 * n.H;
+    double* a_bias = with_bias ? local_db.data_ptr<double>() + tid * n.G : nullptr;
     CellGrads<T> g_acc;
     g_acc.peep = a;
     const LNSaved<T> no_ln;
@@ -233,13 +235,17 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
         if (s >= lb) std::memcpy(dh_nxt + b * n.P + u0, dh_cur + b * n.P + u0, sizeof(T) * nu);
       }
     }
-    T* out = acc.data_ptr<T>();  // row 0; the threads' blocks of units are disjoint
-    if (has_peep)  // [p_i | p_f | p_o], each H wide
+    // into row 0 of acc and db_acc; the threads' blocks of units are disjoint
+    if (has_peep) {  // [p_i | p_f | p_o], each H wide
+      T* out = acc.data_ptr<T>();
       for (int64_t q = 0; q < 3; ++q)
         for (int64_t j = 0; j < nu; ++j) out[q * n.H + u0 + j] += a[q * nu + j];
-    if (with_bias)  // [i | f | g | o], each H wide, from 13H on
+    }
+    if (with_bias) {  // [i | f | g | o], each H wide
+      double* out = db_acc.data_ptr<double>();
       for (int64_t q = 0; q < 4; ++q)
-        for (int64_t j = 0; j < nu; ++j) out[13 * n.H + q * n.H + u0 + j] += a_bias[q * nu + j];
+        for (int64_t j = 0; j < nu; ++j) out[q * n.H + u0 + j] += a_bias[q * nu + j];
+    }
   }
   dh.copy_(dhbuf[n.T % 2]);
 }

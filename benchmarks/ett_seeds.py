@@ -47,8 +47,23 @@ def groups(cells: list[tuple[str, int]], n: int) -> list[list[tuple[str, int]]]:
     return out
 
 
-def run_all(args: argparse.Namespace, extra: list[str], tmp: Path) -> None:
-    """Start every (seed, group) process, at most ``--jobs`` at a time; wait for all."""
+OWN_FLAGS = ("--data-dir", "--device", "--threads", "--workers", "--seed", "--cells", "--out")
+
+
+def check_extra(extra: list[str]) -> None:
+    """Arguments for ett.py must not set what this script sets for each process."""
+    clash = sorted({a.split("=")[0] for a in extra} & set(OWN_FLAGS))
+    if clash:
+        raise SystemExit(
+            f"ett_seeds.py sets {', '.join(clash)} for each ett.py process itself; "
+            f"remove them after '--' (got: {' '.join(extra)})"
+        )
+
+
+def run_all(args: argparse.Namespace, extra: list[str], tmp: Path) -> int:
+    """Start every (seed, group) process, at most ``--jobs`` at a time; wait for all.
+
+    Returns how many failed (each failed one's log is printed whole)."""
     cells = [(d, int(h)) for d in args.datasets.split(",") for h in args.horizons.split(",")]
     todo = []
     for seed in args.seeds.split(","):
@@ -66,18 +81,23 @@ def run_all(args: argparse.Namespace, extra: list[str], tmp: Path) -> None:
             flags = [str(v) for pair in options.items() for v in pair]
             command = [sys.executable, str(SCRIPT), *flags, *extra]
             todo.append((command, tmp / f"s{seed}_g{i}.log"))
-    started: list[subprocess.Popen] = []
+    started: list[tuple[subprocess.Popen, Path]] = []
     for command, log in todo:
-        while sum(p.poll() is None for p in started) >= args.jobs:
+        while sum(p.poll() is None for p, _ in started) >= args.jobs:
             time.sleep(1)
         print(" ".join(command[1:]), flush=True)
-        started.append(subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT))
-    failed = sum(p.wait() != 0 for p in started)
-    for log in sorted(tmp.glob("*.log")):
+        with log.open("w") as sink:  # the child keeps its own copy of the descriptor
+            started.append((subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT), log))
+    failed = 0
+    for process, log in started:
+        code = process.wait()
         lines = log.read_text().splitlines(keepends=True)
-        print(f"== {log.name}\n" + "".join(line for line in lines if " H=" in line), end="")
-    if failed:
-        print(f"{failed} process(es) failed; see the logs above", flush=True)
+        if code != 0:
+            failed += 1
+            print(f"== {log.name} FAILED (exit {process.returncode}):\n" + "".join(lines))
+        else:
+            print(f"== {log.name}\n" + "".join(line for line in lines if " H=" in line), end="")
+    return failed
 
 
 def merge(tmp: Path, out_dir: Path, name: str, seeds: list[str]) -> None:
@@ -96,9 +116,10 @@ def summary(out_dir: Path, name: str, seeds: list[str], command: str) -> str:
     per_seed = {}
     for seed in seeds:
         path = out_dir / f"{name}_s{seed}.json"
-        if path.exists():
-            rows = json.loads(path.read_text())["rows"]
-            per_seed[seed] = {(r["dataset"], r["horizon"]): r["mse"] for r in rows}
+        if not path.exists():
+            raise SystemExit(f"no result file for seed {seed}: {path} (run without --summary-only)")
+        rows = json.loads(path.read_text())["rows"]
+        per_seed[seed] = {(r["dataset"], r["horizon"]): r["mse"] for r in rows}
     cells = [(d, h) for d in REFERENCE_MSE for h in HORIZONS]
     rows = [
         {
@@ -185,10 +206,16 @@ def main() -> None:
         if not (args.data_dir / "ett").is_dir():
             print(f"skipped: no ETT data at {args.data_dir / 'ett'} (pass --data-dir)")
             return
+        check_extra(extra)
         args.jobs = args.jobs or len(seeds) * args.groups
         args.out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            run_all(args, extra, Path(tmp))
+            failed = run_all(args, extra, Path(tmp))
+            if failed:  # never replace complete result files with partial ones
+                raise SystemExit(
+                    f"{failed} ett.py process(es) failed (logs above); nothing was written to "
+                    f"{args.out_dir}"
+                )
             merge(Path(tmp), args.out_dir, args.name, seeds)
     print(summary(args.out_dir, args.name, seeds, command))
 

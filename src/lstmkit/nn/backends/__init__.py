@@ -28,8 +28,10 @@ BACKENDS: dict[str, Backend] = {
 }
 # Fastest first, as measured (docs/performance.md). Training (forward+backward): the C++ kernel;
 # it declines non-CPU tensors, so on GPUs the fused (cuDNN) path wins. Inference: PyTorch's
-# fused kernel (oneDNN on CPUs) runs a forward pass of the standard cell faster, so it goes first
-# and the kernel takes the variants it cannot run. On GPUs the variants cuDNN cannot run take the
+# fused kernel (oneDNN on CPUs) runs a forward pass of the standard cell faster at most measured
+# shapes (the kernel wins at some large ones, with no simple rule between them:
+# benchmarks/results/kernel_selection_forward.md), so it goes first and the kernel takes the
+# variants it cannot run. On GPUs the variants cuDNN cannot run take the
 # compiled step (benchmarks/results/gpu.md); ``auto`` never picks it elsewhere.
 PREFERENCE: tuple[str, ...] = ("kernel", "fused", "compiled", "reference")
 INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "compiled", "reference")
@@ -37,8 +39,8 @@ INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "compiled", "referen
 # thread, hidden 91-768, no projection): there its forward pass is the faster one too
 # (benchmarks/results/kernels.md, batch sweep), so inference follows the training order.
 # Where the fused kernel can run the same thing, the C++ kernel trains faster only while the
-# recurrent weights stay cache-sized (benchmarks/results/kernel_selection.md: hidden 512 1.3x,
-# hidden 650 about even, hidden 1150 0.65x).
+# recurrent weights stay cache-sized (benchmarks/results/kernel_selection.md: faster up to
+# hidden 650, slower at hidden 1150).
 KERNEL_MAX_HIDDEN = 768
 
 

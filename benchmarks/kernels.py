@@ -95,7 +95,7 @@ def gemm_rate(b: int, t: int, i: int, h: int, reps: int) -> dict[str, float]:
     kernel = load_kernel()
     fns = {
         "torch.mm": lambda: torch.mm(a, w.t()),
-        "onednn": lambda: kernel.linear_forward(a, w, None),
+        "onednn": lambda: kernel.linear_forward(a, w),
     }
     times = interleaved(fns, reps)
     work = 2.0 * b * t * (i + h) * 4 * h

@@ -188,8 +188,8 @@ def project_inputs(cells: list[LSTMCell], x: Tensor) -> Tensor:
     flat = x.reshape(steps * batch, x.shape[2])  # (T*B, I)
     if not (torch.is_grad_enabled() and (flat.requires_grad or weight.requires_grad)):
         # no autograd node: a Function's dispatch costs more than this product
-        return load_kernel().linear_forward(flat, weight, None).view(steps, batch, -1)
-    return KernelLinear.apply(flat, weight, None).view(steps, batch, -1)
+        return load_kernel().linear_forward(flat, weight).view(steps, batch, -1)
+    return KernelLinear.apply(flat, weight).view(steps, batch, -1)
 
 
 def step_bias(cell: LSTMCell) -> Tensor | None:
@@ -203,23 +203,19 @@ def _bias_in_step(cell: LSTMCell) -> bool:
 
 
 class KernelLinear(torch.autograd.Function):
-    """``x @ w.T + b`` through the kernel's matmul (oneDNN's, which uses AVX-512 where MKL may
+    """``x @ w.T`` through the kernel's matmul (oneDNN's, which uses AVX-512 where MKL may
     not), forward and backward: (N, I) x (F, I) -> (N, F)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight):
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return load_kernel().linear_forward(x, weight, bias)
+        return load_kernel().linear_forward(x, weight)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad
-        dx, dw, db = load_kernel().linear_backward(
-            grad, x, weight, need_x, need_w, need_b and ctx.has_bias
-        )
-        return dx, dw, db
+        dx, dw = load_kernel().linear_backward(grad, x, weight, *ctx.needs_input_grad)
+        return dx, dw
 
 
 def direction_params(cell: LSTMCell, weight_hh: Tensor) -> list[Tensor]:

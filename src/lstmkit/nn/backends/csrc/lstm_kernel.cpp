@@ -57,28 +57,17 @@ std::vector<at::Tensor> backward(const std::optional<at::Tensor>& grad_out,
   return result;
 }
 
-// y (N, F) = x (N, I) @ w^T (I, F) + b: the input projection of every step at once.
-at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& w,
-                          const std::optional<at::Tensor>& b) {
-  at::Tensor y;
-  if (b) {
-    y = pooled_empty({x.size(0), w.size(0)}, x.options());
-    y.copy_(b->unsqueeze(0).expand({x.size(0), w.size(0)}));
-    mm_fast(x, w.t(), y, 1.0f);
-  } else {
-    y = mm_fast(x, w.t());
-  }
-  return y;
-}
+// y (N, F) = x (N, I) @ w^T (I, F): the input projection of every step at once (the biases
+// are added in the step).
+at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& w) { return mm_fast(x, w.t()); }
 
-// Gradients of linear_forward: [dx, dw, db], each only where asked for (None otherwise).
+// Gradients of linear_forward: [dx, dw], each only where asked for (None otherwise).
 std::vector<std::optional<at::Tensor>> linear_backward(const at::Tensor& grad, const at::Tensor& x,
                                                        const at::Tensor& w, bool need_x,
-                                                       bool need_w, bool need_b) {
-  std::vector<std::optional<at::Tensor>> out(3);
+                                                       bool need_w) {
+  std::vector<std::optional<at::Tensor>> out(2);
   if (need_x) out[0] = mm_fast(grad, w);
   if (need_w) out[1] = mm_fast(grad.t(), x);
-  if (need_b) out[2] = grad.sum(0);
   return out;
 }
 

@@ -102,6 +102,16 @@ def learning_rates(name: str, args: argparse.Namespace) -> list[float]:
     return [args.lr or SEGRNN_RECIPE[name]["lr"]]
 
 
+def lstm_options(args: argparse.Namespace) -> dict:
+    """The LSTM options that differ from lstmkit's defaults (none for ``--rnn gru``)."""
+    options = {"cell": args.cell, "forget_bias": args.forget_bias}
+    defaults = {"cell": "lstm", "forget_bias": 1.0}
+    changed = {k: v for k, v in options.items() if v != defaults[k]}
+    if changed and args.rnn == "gru":
+        raise SystemExit(f"--rnn gru takes no LSTM options, got {sorted(changed)}")
+    return changed
+
+
 def run_cell(path: Path, name: str, horizon: int, lr: float, args: argparse.Namespace) -> dict:
     """Train one model on one cell; its validation loss (best epoch) and test MSE / MAE."""
     train_rows, val_rows, test_rows = split_sizes(name)
@@ -127,6 +137,7 @@ def run_cell(path: Path, name: str, horizon: int, lr: float, args: argparse.Name
             segment_len=segment_len,
             dropout=args.dropout,
             normalization=args.normalization,
+            lstm=lstm_options(args),
         ),
         train=TrainConfig(
             max_epochs=args.epochs,
@@ -239,6 +250,12 @@ def main() -> None:
         choices=["lstm", "gru"],
         default="lstm",
         help="gru: torch.nn.GRU in place of lstmkit's LSTM (SegRNN's cell; a diagnostic)",
+    )
+    parser.add_argument(
+        "--cell", default="lstm", help="lstmkit's LSTM cell: lstm, peephole, layernorm or cifg"
+    )
+    parser.add_argument(
+        "--forget-bias", type=float, default=1.0, help="forget-gate bias at init (lstmkit's 1.0)"
     )
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patience", type=int, default=10)

@@ -203,6 +203,36 @@ def test_an_expanded_output_gradient(kernel):
         torch.testing.assert_close(grads[1][name], value, atol=1e-10, rtol=1e-10, msg=name)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "layernorm"])  # the node projects x, or takes it
+@pytest.mark.parametrize("wanted", ["input", "weights", "input_weights_only", "h_n_only"])
+def test_only_the_gradients_asked_for(kernel, cell, wanted):
+    """The layer's C++ node computes dx and dW_ih only where they are needed, and takes a loss
+    that does not read the output sequence. Lengths are given: they come first among the node's
+    tensor arguments, so a miscounted one shows here."""
+    torch.manual_seed(5)
+    reference = _perturbed(
+        LSTM(5, 6, 2, bidirectional=True, cell=cell, backend="reference"), torch.float64
+    )
+    ours = _with_backend(reference, "kernel")
+    x0 = torch.randn(3, 4, 5, dtype=torch.float64)
+    lengths = torch.tensor([4, 1, 3])
+    grads = []
+    for lstm in (reference, ours):
+        x = x0.clone().requires_grad_(wanted != "weights")
+        for name, p in lstm.named_parameters():
+            p.requires_grad_(wanted != "input" and (wanted != "input_weights_only" or "ih" in name))
+        out, (h, c) = lstm(x, lengths=lengths)
+        loss = (h * h).sum() if wanted == "h_n_only" else (out * out).sum() + c.sum()
+        loss.backward()
+        grads.append({"x": x.grad} | {n: p.grad for n, p in lstm.named_parameters()})
+    for name, value in grads[0].items():
+        if value is None:
+            assert grads[1][name] is None, name
+        else:
+            torch.testing.assert_close(grads[1][name], value, atol=1e-10, rtol=1e-10, msg=name)
+    assert (grads[1]["x"] is None) == (wanted == "weights")
+
+
 @pytest.mark.parametrize(
     "cell,split_units",  # the layer-norm cell always takes the row split
     [*itertools.product(["lstm", "peephole"], [False, True]), ("layernorm", False)],

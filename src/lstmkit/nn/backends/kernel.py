@@ -1,17 +1,20 @@
 """The kernel backend: lstmkit's own C++ loop over time, built on first use.
 
-Per layer it runs one GEMM for the input projections of every step and direction (an autograd
-Function of its own, for ``W_ih`` and the input), then hands the recurrence to C++:
+A layer, all its directions, is one autograd node written in C++ (``csrc/layer.h``): one GEMM
+for the input projections of every step and direction, then the recurrence:
 
     x (T, B, I) ──matmul──► xproj (T, B, D*4H)                one GEMM, all steps and directions
     C++ forward, per direction:   z = h' W_hh^T ; gates, c, h = cell(z + xproj[t] + b)  per step
     C++ backward, per direction:  dz = cell'(...) ; dh' = dz W_hh                     per step
                                   dW_hh = Σ dz^T h'  (one GEMM after the loop)
                                   db = Σ dz  (summed in the loop)
+                                  dx = dz W_ih, dW_ih = Σ dz^T x  (one GEMM each)
 
 The biases b = b_ih + b_hh enter in the step, not in the projection: adding them there is free,
 where a projection with biases first writes them into every row of its (T, B, 4H) output. The
-layer-norm cell normalises the projection before its biases, so they stay in it there.
+layer-norm cell normalises the projection before its biases, so they stay in it there, and
+its projection runs in PyTorch ops ahead of the node. A C++ node rather than Python autograd
+Functions: at batch 1 a training call is mostly per-call overhead.
 
 It runs the standard, peephole and layer-norm cells with projections, both directions and
 variable lengths, in float32 and float64 on CPU tensors. The extension is compiled with
@@ -47,6 +50,7 @@ DIR_ENV = "LSTMKIT_EXT_DIR"  # where the compiled extension is cached
 CELL_KINDS = {"lstm": 0, "peephole": 1, "layernorm": 2}  # must match csrc/cells.h
 SOURCES = (
     "lstm_kernel.cpp",
+    "layer.h",
     "backward.h",
     "columns.h",
     "recurrence.h",
@@ -160,179 +164,52 @@ class KernelBackend:
 
     def run_layer(self, run: LayerRun) -> LayerOutput:
         cells = run.cells
-        kind = CELL_KINDS[cells[0].kind]
-        xproj = project_inputs(cells, run.x)  # (T, B, D*4H)
-        lengths = None if run.lengths is None else run.lengths.contiguous()
-        params = [p for d, c in enumerate(cells) for p in direction_params(c, run.weights_hh[d])]
-        spec = (kind, len(cells), cells[0].proj_size > 0, _bias_in_step(cells[0]))
-        if torch.is_grad_enabled() and any(
-            t.requires_grad for t in (xproj, run.h0, run.c0, *params)
-        ):
-            out, h_n, c_n = KernelLayer.apply(spec, lengths, xproj, run.h0, run.c0, *params)
-        else:
-            out, h_n, c_n, _ = _forward(spec, lengths, xproj, run.h0, run.c0, params, save=False)
+        first = cells[0]
+        project = first.kind != "layernorm"  # that cell's norm of x W_ih^T runs in PyTorch ops
+        params = [
+            p for d, c in enumerate(cells) for p in direction_params(c, run.weights_hh[d], project)
+        ]
+        out, h_n, c_n = load_kernel().layer(
+            CELL_KINDS[first.kind],
+            len(cells),
+            first.proj_size > 0,
+            _bias_in_step(first),
+            project,
+            None if run.lengths is None else run.lengths.contiguous(),
+            run.x if project else _normed_projection(cells, run.x),
+            run.h0,
+            run.c0,
+            params,
+        )
         return LayerOutput(out, h_n, c_n)
 
 
-def project_inputs(cells: list[LSTMCell], x: Tensor) -> Tensor:
-    """Input projections of every step and direction: (T, B, I) -> (T, B, D*G).
-
-    ``x W_ih^T`` alone, the biases being added in the step (``step_bias``), except for the
-    layer-norm cell, whose biases follow its norm of this projection.
-    """
-    steps, batch = x.shape[0], x.shape[1]
-    if cells[0].kind == "layernorm":  # LN over each direction's own projection
-        parts = [cell.project_input(x) for cell in cells]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-    weight = torch.cat([c.weight_ih for c in cells]) if len(cells) > 1 else cells[0].weight_ih
-    flat = x.reshape(steps * batch, x.shape[2])  # (T*B, I)
-    if not (torch.is_grad_enabled() and (flat.requires_grad or weight.requires_grad)):
-        # no autograd node: a Function's dispatch costs more than this product
-        return load_kernel().linear_forward(flat, weight).view(steps, batch, -1)
-    return KernelLinear.apply(flat, weight).view(steps, batch, -1)
-
-
-def step_bias(cell: LSTMCell) -> Tensor | None:
-    """``b_ih + b_hh``, which the C++ step adds to the gate pre-activations; None for a cell
-    without biases and for the layer-norm cell (its projection holds them)."""
-    return cell.bias_ih + cell.bias_hh if _bias_in_step(cell) else None
+def _normed_projection(cells: list[LSTMCell], x: Tensor) -> Tensor:
+    """The layer-norm cell's input projections, biases included: (T, B, I) -> (T, B, D*4H)."""
+    parts = [cell.project_input(x) for cell in cells]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
 def _bias_in_step(cell: LSTMCell) -> bool:
+    """Whether the C++ step adds b_ih + b_hh: not without biases, nor for the layer-norm cell,
+    whose projection holds them (they follow its norm)."""
     return cell.bias_ih is not None and cell.kind != "layernorm"
 
 
-class KernelLinear(torch.autograd.Function):
-    """``x @ w.T`` through the kernel's matmul (oneDNN's, which uses AVX-512 where MKL may
-    not), forward and backward: (N, I) x (F, I) -> (N, F)."""
-
-    @staticmethod
-    def forward(ctx, x, weight):
-        ctx.save_for_backward(x, weight)
-        return load_kernel().linear_forward(x, weight)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        dx, dw = load_kernel().linear_backward(grad, x, weight, *ctx.needs_input_grad)
-        return dx, dw
-
-
-def direction_params(cell: LSTMCell, weight_hh: Tensor) -> list[Tensor]:
-    """What the C++ recurrence needs of one direction, in the order ``_unpack`` reads it."""
-    params = [weight_hh]
+def direction_params(cell: LSTMCell, weight_hh: Tensor, project: bool) -> list[Tensor]:
+    """One direction's share of the C++ layer's parameter list, in the order csrc/layer.h reads:
+    [W_ih if project] W_hh [W_hr] [peepholes] [b_ih b_hh if added in the step] [layer norms]."""
+    params = [cell.weight_ih] if project else []
+    params.append(weight_hh)
     if cell.proj_size:
         params.append(cell.weight_hr)
     if cell.kind == "peephole":
         params.append(
             torch.stack([cell.peephole_input, cell.peephole_forget, cell.peephole_output])
         )
-    bias = step_bias(cell)
-    if bias is not None:
-        params.append(bias)
+    if _bias_in_step(cell):
+        params += [cell.bias_ih, cell.bias_hh]
     if cell.kind == "layernorm":
         params += [cell.norm_hidden.weight, cell.norm_hidden.bias]
         params += [cell.norm_cell.weight, cell.norm_cell.bias]
     return params
-
-
-Spec = tuple[int, int, bool, bool]  # cell kind, directions, projection, step bias
-
-
-def _unpack(spec: Spec, params: list[Tensor] | tuple[Tensor, ...]):
-    """Split the flat parameter list into (w_hh, w_hr, peep, bias, ln) per direction."""
-    kind, directions, proj, has_bias = spec
-    per = len(params) // directions
-    out = []
-    for d in range(directions):
-        p = list(params[d * per : (d + 1) * per])
-        w_hh = p.pop(0)
-        w_hr = p.pop(0) if proj else None
-        peep = p.pop(0) if kind == CELL_KINDS["peephole"] else None
-        bias = p.pop(0) if has_bias else None
-        out.append((w_hh, w_hr, peep, bias, p))  # p: the four layer-norm tensors, or empty
-    return out
-
-
-def _forward(spec, lengths, xproj, h0, c0, params, save: bool):
-    """Run every direction; returns (out, h_n, c_n, saved per direction)."""
-    kernel = load_kernel()
-    kind, directions = spec[0], spec[1]
-    steps, batch, width = xproj.shape
-    gates = width // directions
-    hidden = c0.shape[-1]
-    out_size = h0.shape[-1]
-    out = kernel.empty([steps, batch, directions * out_size], xproj)  # (T, B, D*P)
-    h_n, c_n, saved = [], [], []
-    for d, (w_hh, w_hr, peep, bias, ln) in enumerate(_unpack(spec, params)):
-        res = kernel.forward(
-            xproj[..., d * gates : (d + 1) * gates],
-            h0[d],
-            c0[d],
-            w_hh,
-            w_hr,
-            peep,
-            bias,
-            [t.contiguous() for t in ln],
-            lengths,
-            d == 1,
-            kind,
-            save,
-            out[..., d * out_size : (d + 1) * out_size],
-        )
-        h_n.append(res[0])
-        c_n.append(res[1].view(batch, hidden))
-        saved.append([t for t in res[2:] if t is not None])
-    if directions == 1:
-        return out, h_n[0].unsqueeze(0), c_n[0].unsqueeze(0), saved
-    return out, torch.stack(h_n), torch.stack(c_n), saved
-
-
-class KernelLayer(torch.autograd.Function):
-    """One layer, all directions: (xproj, h0, c0, *params) -> (out, h_n, c_n)."""
-
-    @staticmethod
-    def forward(ctx, spec, lengths, xproj, h0, c0, *params):
-        ctx.set_materialize_grads(False)
-        out, h_n, c_n, saved = _forward(spec, lengths, xproj, h0, c0, params, save=True)
-        ctx.spec, ctx.lengths = spec, lengths
-        ctx.xproj_shape = xproj.shape
-        ctx.num_params, ctx.num_saved = len(params), len(saved[0])
-        ctx.save_for_backward(out, h0, *params, *(t for per_dir in saved for t in per_dir))
-        return out, h_n, c_n
-
-    @staticmethod
-    def backward(ctx, grad_out, grad_hn, grad_cn):
-        kernel = load_kernel()
-        out, h0, *rest = ctx.saved_tensors
-        params, activations = rest[: ctx.num_params], rest[ctx.num_params :]
-        kind, directions = ctx.spec[0], ctx.spec[1]
-        per_dir = ctx.num_saved
-        saved = [activations[d * per_dir : (d + 1) * per_dir] for d in range(directions)]
-        steps, batch, width = ctx.xproj_shape
-        gates, out_size = width // directions, h0.shape[-1]
-        grad_xproj = kernel.empty([steps, batch, width], out)  # (T, B, D*G), every entry written
-        dh0, dc0, dparams = [], [], []
-        for d, (w_hh, w_hr, peep, bias, ln) in enumerate(_unpack(ctx.spec, params)):
-            res = kernel.backward(
-                None if grad_out is None else grad_out[..., d * out_size : (d + 1) * out_size],
-                None if grad_hn is None else grad_hn[d],
-                None if grad_cn is None else grad_cn[d],
-                grad_xproj[..., d * gates : (d + 1) * gates],
-                out[..., d * out_size : (d + 1) * out_size],
-                h0[d].contiguous(),
-                w_hh,
-                w_hr,
-                peep,
-                [t.contiguous() for t in ln],
-                ctx.lengths,
-                d == 1,
-                kind,
-                bias is not None,
-                list(saved[d]),
-            )
-            dh0.append(res[0])
-            dc0.append(res[1])
-            d_whh, d_whr, d_peep, d_bias, *d_ln = res[2:]  # None where the cell has none
-            dparams += [g for g in (d_whh, d_whr, d_peep, d_bias, *d_ln) if g is not None]
-        return None, None, grad_xproj, torch.stack(dh0), torch.stack(dc0), *dparams

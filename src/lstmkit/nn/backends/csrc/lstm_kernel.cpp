@@ -1,6 +1,8 @@
 // lstmkit's CPU kernel: the LSTM recurrence with its loop over time in C++.
 //
 // Python entry points (built at first use by lstmkit.nn.backends.kernel):
+//   layer(kind, directions, proj, bias_in_step, project, lengths, input, h0, c0, params)
+//                                                       one layer as one autograd node (layer.h)
 //   forward(xproj, h0, c0, w_hh, w_hr, peep, bias, ln, lengths, reverse, kind, save, out)
 //   backward(grad_out, grad_hn, grad_cn, grad_xproj, out, h0, w_hh, w_hr, peep, ln, lengths,
 //            reverse, kind, with_bias, saved)
@@ -10,6 +12,7 @@
 #include <torch/extension.h>
 
 #include "backward.h"
+#include "layer.h"
 #include "stepper.h"
 
 namespace lstmkit {
@@ -57,19 +60,8 @@ std::vector<at::Tensor> backward(const std::optional<at::Tensor>& grad_out,
   return result;
 }
 
-// y (N, F) = x (N, I) @ w^T (I, F): the input projection of every step at once (the biases
-// are added in the step).
+// y (N, F) = x (N, I) @ w^T (I, F) through mm_fast (benchmarks/kernels.py measures its rate).
 at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& w) { return mm_fast(x, w.t()); }
-
-// Gradients of linear_forward: [dx, dw], each only where asked for (None otherwise).
-std::vector<std::optional<at::Tensor>> linear_backward(const at::Tensor& grad, const at::Tensor& x,
-                                                       const at::Tensor& w, bool need_x,
-                                                       bool need_w) {
-  std::vector<std::optional<at::Tensor>> out(2);
-  if (need_x) out[0] = mm_fast(grad, w);
-  if (need_w) out[1] = mm_fast(grad.t(), x);
-  return out;
-}
 
 at::Tensor empty(const std::vector<int64_t>& shape, const at::Tensor& like) {
   return pooled_empty(shape, like.options());
@@ -102,7 +94,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &lstmkit::forward);
   m.def("backward", &lstmkit::backward);
   m.def("linear_forward", &lstmkit::linear_forward);
-  m.def("linear_backward", &lstmkit::linear_backward);
+  m.def("layer", &lstmkit::layer);
   m.def("has_onednn_matmul", &lstmkit::has_onednn_matmul);
   m.def("set_column_split_min_work", &lstmkit::set_column_split_min_work);
   m.def("column_split_threads", &lstmkit::column_split_threads);

@@ -1,0 +1,246 @@
+// One layer, every direction, as a single autograd node written in C++.
+//
+//   layer(kind, directions, proj, bias_in_step, project, lengths, input, h0, c0, params)
+//       -> [out (T, B, D*P), h_n (D, B, P), c_n (D, B, H)]
+//
+// With `project`, `input` is the layer's input x (T, B, I) and the node also runs the input
+// projection, x W_ih^T for every step and direction in one GEMM, and its backward (dx and dW_ih,
+// one GEMM each). Without it (the layer-norm cell, whose norm of that projection is written in
+// PyTorch ops), `input` is the projection (T, B, D*4H) itself.
+//
+// `params` holds, per direction: [W_ih if project] W_hh [W_hr] [peepholes (3, H)]
+// [b_ih b_hh if bias_in_step] [the four layer-norm tensors]. The step adds b_ih + b_hh; both get
+// the same gradient.
+//
+// One C++ node in place of two Python autograd Functions and a bias sum: at batch 1 a training
+// call is mostly per-call overhead, and this is the part of it that is ours (issue #6).
+#pragma once
+
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "recurrence.h"
+
+namespace lstmkit {
+
+// The per-direction entry points (lstm_kernel.cpp).
+std::vector<at::Tensor> forward(const at::Tensor& xproj, const at::Tensor& h0,
+                                const at::Tensor& c0, const at::Tensor& w_hh,
+                                const std::optional<at::Tensor>& w_hr,
+                                const std::optional<at::Tensor>& peep,
+                                const std::optional<at::Tensor>& bias,
+                                const std::vector<at::Tensor>& ln,
+                                const std::optional<at::Tensor>& lengths, bool reverse,
+                                int64_t kind, bool save, at::Tensor out);
+std::vector<at::Tensor> backward(const std::optional<at::Tensor>& grad_out,
+                                 const std::optional<at::Tensor>& grad_hn,
+                                 const std::optional<at::Tensor>& grad_cn, at::Tensor grad_xproj,
+                                 const at::Tensor& out, const at::Tensor& h0,
+                                 const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr,
+                                 const std::optional<at::Tensor>& peep,
+                                 const std::vector<at::Tensor>& ln,
+                                 const std::optional<at::Tensor>& lengths, bool reverse,
+                                 int64_t kind, bool with_bias,
+                                 const std::vector<at::Tensor>& saved);
+
+struct LayerSpec {
+  int64_t kind, directions;
+  bool proj, bias_in_step, project;
+};
+
+// One direction's parameters, as views into `params`.
+struct DirectionParams {
+  at::Tensor w_ih, w_hh;  // w_ih undefined without `project`
+  std::optional<at::Tensor> w_hr, peep, b_ih, b_hh;
+  std::vector<at::Tensor> ln;
+};
+
+inline std::vector<DirectionParams> unpack(const LayerSpec& s, at::TensorList params) {
+  const int64_t per = static_cast<int64_t>(params.size()) / s.directions;
+  const int64_t fixed = int64_t(s.project) + 1 + int64_t(s.proj) + int64_t(s.kind == kPeephole) +
+                        2 * int64_t(s.bias_in_step);
+  const int64_t ln = s.kind == kLayerNorm ? 4 : 0;
+  TORCH_CHECK(per * s.directions == static_cast<int64_t>(params.size()) && per == fixed + ln,
+              "layer: expected ", (fixed + ln) * s.directions, " parameter tensors, got ",
+              params.size());
+  std::vector<DirectionParams> out(s.directions);
+  for (int64_t d = 0; d < s.directions; ++d) {
+    int64_t i = d * per;
+    DirectionParams& p = out[d];
+    if (s.project) p.w_ih = params[i++];
+    p.w_hh = params[i++];
+    if (s.proj) p.w_hr = params[i++];
+    if (s.kind == kPeephole) p.peep = params[i++];
+    if (s.bias_in_step) {
+      p.b_ih = params[i++];
+      p.b_hh = params[i++];
+    }
+    for (int64_t k = 0; k < ln; ++k) p.ln.push_back(params[i++].contiguous());
+  }
+  return out;
+}
+
+// W_ih of every direction, stacked: (D*4H, I).
+inline at::Tensor input_weights(const std::vector<DirectionParams>& dirs) {
+  if (dirs.size() == 1) return dirs[0].w_ih;
+  std::vector<at::Tensor> w;
+  for (const auto& p : dirs) w.push_back(p.w_ih);
+  return at::cat(w);
+}
+
+struct LayerForward {
+  at::Tensor out, h_n, c_n;
+  std::vector<std::vector<at::Tensor>> saved;  // per direction, what backward() reads
+};
+
+inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Tensor>& lengths,
+                                  const at::Tensor& input, const at::Tensor& h0,
+                                  const at::Tensor& c0,
+                                  const std::vector<DirectionParams>& dirs, bool save) {
+  const int64_t T = input.size(0), B = input.size(1);
+  at::Tensor xproj = input;
+  if (s.project)
+    xproj = mm_fast(input.reshape({T * B, input.size(2)}), input_weights(dirs).t()).view({T, B, -1});
+  const int64_t G = xproj.size(2) / s.directions, P = h0.size(2), H = c0.size(2);
+  LayerForward r;
+  r.out = pooled_empty({T, B, s.directions * P}, xproj.options());
+  std::vector<at::Tensor> h_n, c_n;
+  for (int64_t d = 0; d < s.directions; ++d) {
+    const DirectionParams& p = dirs[d];
+    std::optional<at::Tensor> bias;
+    if (s.bias_in_step) bias = at::add(*p.b_ih, *p.b_hh);
+    std::vector<at::Tensor> res =
+        forward(xproj.slice(2, d * G, (d + 1) * G), h0[d], c0[d], p.w_hh, p.w_hr, p.peep, bias,
+                p.ln, lengths, d == 1, s.kind, save, r.out.slice(2, d * P, (d + 1) * P));
+    h_n.push_back(res[0]);
+    c_n.push_back(res[1].view({B, H}));
+    std::vector<at::Tensor> kept;
+    for (size_t k = 2; k < res.size(); ++k)
+      if (res[k].defined()) kept.push_back(res[k]);
+    r.saved.push_back(std::move(kept));
+  }
+  r.h_n = s.directions == 1 ? h_n[0].unsqueeze(0) : at::stack(h_n);
+  r.c_n = s.directions == 1 ? c_n[0].unsqueeze(0) : at::stack(c_n);
+  return r;
+}
+
+struct LayerFunction : public torch::autograd::Function<LayerFunction> {
+  static torch::autograd::variable_list forward(
+      torch::autograd::AutogradContext* ctx, int64_t kind, int64_t directions, bool proj,
+      bool bias_in_step, bool project, const std::optional<at::Tensor>& lengths,
+      const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
+      at::TensorList params) {
+    const LayerSpec s{kind, directions, proj, bias_in_step, project};
+    const std::vector<DirectionParams> dirs = unpack(s, params);
+    LayerForward r = layer_forward(s, lengths, input, h0, c0, dirs, /*save=*/true);
+    ctx->set_materialize_grads(false);
+    ctx->saved_data["kind"] = kind;
+    ctx->saved_data["directions"] = directions;
+    ctx->saved_data["proj"] = proj;
+    ctx->saved_data["bias_in_step"] = bias_in_step;
+    ctx->saved_data["project"] = project;
+    ctx->saved_data["lengths"] = lengths;
+    ctx->saved_data["num_params"] = static_cast<int64_t>(params.size());
+    ctx->saved_data["num_saved"] = static_cast<int64_t>(r.saved[0].size());
+    torch::autograd::variable_list keep{project ? input : at::Tensor(), r.out, h0};
+    keep.insert(keep.end(), params.begin(), params.end());
+    for (const auto& per_direction : r.saved) keep.insert(keep.end(), per_direction.begin(), per_direction.end());
+    ctx->save_for_backward(keep);
+    return {r.out, r.h_n, r.c_n};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const LayerSpec s{ctx->saved_data["kind"].toInt(), ctx->saved_data["directions"].toInt(),
+                      ctx->saved_data["proj"].toBool(), ctx->saved_data["bias_in_step"].toBool(),
+                      ctx->saved_data["project"].toBool()};
+    const c10::IValue& len_value = ctx->saved_data["lengths"];
+    const std::optional<at::Tensor> lengths =
+        len_value.isNone() ? std::nullopt : std::optional<at::Tensor>(len_value.toTensor());
+    const int64_t num_params = ctx->saved_data["num_params"].toInt();
+    const int64_t num_saved = ctx->saved_data["num_saved"].toInt();
+    const torch::autograd::variable_list kept = ctx->get_saved_variables();
+    const at::Tensor& x = kept[0];
+    const at::Tensor& out = kept[1];
+    const at::Tensor& h0 = kept[2];
+    const at::TensorList params(kept.data() + 3, num_params);
+    const std::vector<DirectionParams> dirs = unpack(s, params);
+    const at::Tensor &g_out = grads[0], &g_hn = grads[1], &g_cn = grads[2];
+
+    const int64_t T = out.size(0), B = out.size(1), P = h0.size(2);
+    const int64_t G = dirs[0].w_hh.size(0);  // 4H
+    at::Tensor grad_xproj = pooled_empty({T, B, s.directions * G}, out.options());  // all written
+    std::vector<at::Tensor> dh0, dc0;
+    std::vector<std::vector<at::Tensor>> dparams(s.directions);
+    for (int64_t d = 0; d < s.directions; ++d) {
+      const DirectionParams& p = dirs[d];
+      const std::vector<at::Tensor> saved(kept.begin() + 3 + num_params + d * num_saved,
+                                          kept.begin() + 3 + num_params + (d + 1) * num_saved);
+      std::vector<at::Tensor> res = lstmkit::backward(
+          g_out.defined() ? std::optional<at::Tensor>(g_out.slice(2, d * P, (d + 1) * P))
+                          : std::nullopt,
+          g_hn.defined() ? std::optional<at::Tensor>(g_hn[d]) : std::nullopt,
+          g_cn.defined() ? std::optional<at::Tensor>(g_cn[d]) : std::nullopt,
+          grad_xproj.slice(2, d * G, (d + 1) * G), out.slice(2, d * P, (d + 1) * P),
+          h0[d].contiguous(), p.w_hh, p.w_hr, p.peep, p.ln, lengths, d == 1, s.kind,
+          s.bias_in_step, saved);
+      dh0.push_back(res[0]);
+      dc0.push_back(res[1]);
+      // res: dh0, dc0, dW_hh, dW_hr, dpeep, dbias, dln... (undefined where the cell has none)
+      std::vector<at::Tensor>& dp = dparams[d];
+      if (s.project) dp.emplace_back();  // dW_ih, filled below
+      dp.push_back(res[2]);
+      if (s.proj) dp.push_back(res[3]);
+      if (s.kind == kPeephole) dp.push_back(res[4]);
+      if (s.bias_in_step) {
+        dp.push_back(res[5]);
+        dp.push_back(res[5]);  // b_hh: the same sum as b_ih
+      }
+      for (size_t k = 6; k < res.size(); ++k) dp.push_back(res[k]);
+    }
+
+    // Edges: one per tensor argument that was given (lengths, when given, is the first).
+    const size_t edge0 = lengths ? 1 : 0;
+    at::Tensor d_input = grad_xproj;
+    if (s.project) {
+      const at::Tensor flat = grad_xproj.view({T * B, s.directions * G});
+      const int64_t I = x.size(2);
+      d_input = ctx->needs_input_grad(edge0)
+                    ? mm_fast(flat, input_weights(dirs)).view({T, B, I})
+                    : at::Tensor();
+      bool need_w = false;
+      for (int64_t d = 0; d < s.directions; ++d)
+        need_w = need_w || ctx->needs_input_grad(edge0 + 3 + d * (num_params / s.directions));
+      if (need_w) {
+        const at::Tensor dw = mm_fast(flat.t(), x.reshape({T * B, I}));  // (D*4H, I)
+        for (int64_t d = 0; d < s.directions; ++d) dparams[d][0] = dw.slice(0, d * G, (d + 1) * G);
+      }
+    }
+    torch::autograd::variable_list result(6);  // kind .. lengths: no gradient
+    result.push_back(d_input);
+    result.push_back(s.directions == 1 ? dh0[0].unsqueeze(0) : at::stack(dh0));
+    result.push_back(s.directions == 1 ? dc0[0].unsqueeze(0) : at::stack(dc0));
+    for (auto& dp : dparams) result.insert(result.end(), dp.begin(), dp.end());
+    return result;
+  }
+};
+
+// Python entry: the node when a gradient is needed, else the same forward without saving.
+inline std::vector<at::Tensor> layer(int64_t kind, int64_t directions, bool proj,
+                                     bool bias_in_step, bool project,
+                                     const std::optional<at::Tensor>& lengths,
+                                     const at::Tensor& input, const at::Tensor& h0,
+                                     const at::Tensor& c0, const std::vector<at::Tensor>& params) {
+  bool needs_grad = false;
+  if (at::GradMode::is_enabled()) {
+    needs_grad = input.requires_grad() || h0.requires_grad() || c0.requires_grad();
+    for (const auto& t : params) needs_grad = needs_grad || t.requires_grad();
+  }
+  if (needs_grad)
+    return LayerFunction::apply(kind, directions, proj, bias_in_step, project, lengths, input, h0,
+                                c0, at::TensorList(params));
+  const LayerSpec s{kind, directions, proj, bias_in_step, project};
+  LayerForward r = layer_forward(s, lengths, input, h0, c0, unpack(s, params), /*save=*/false);
+  return {r.out, r.h_n, r.c_n};
+}
+
+}  // namespace lstmkit

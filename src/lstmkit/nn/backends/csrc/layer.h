@@ -88,6 +88,7 @@ inline at::Tensor input_weights(const std::vector<DirectionParams>& dirs) {
 }
 
 struct LayerForward {
+  at::Tensor x_flat;  // (T*B, I) the input as the projection read it (with `project`)
   at::Tensor out, h_n, c_n;
   std::vector<std::vector<at::Tensor>> saved;  // per direction, what backward() reads
 };
@@ -97,11 +98,13 @@ inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Te
                                   const at::Tensor& c0,
                                   const std::vector<DirectionParams>& dirs, bool save) {
   const int64_t T = input.size(0), B = input.size(1);
-  at::Tensor xproj = input;
-  if (s.project)
-    xproj = mm_fast(input.reshape({T * B, input.size(2)}), input_weights(dirs).t()).view({T, B, -1});
-  const int64_t G = xproj.size(2) / s.directions, P = h0.size(2), H = c0.size(2);
   LayerForward r;
+  at::Tensor xproj = input;
+  if (s.project) {
+    r.x_flat = input.reshape({T * B, input.size(2)});  // a copy only for batch-first input
+    xproj = mm_fast(r.x_flat, input_weights(dirs).t()).view({T, B, -1});
+  }
+  const int64_t G = xproj.size(2) / s.directions, P = h0.size(2), H = c0.size(2);
   r.out = pooled_empty({T, B, s.directions * P}, xproj.options());
   std::vector<at::Tensor> h_n, c_n;
   for (int64_t d = 0; d < s.directions; ++d) {
@@ -141,7 +144,7 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     ctx->saved_data["lengths"] = lengths;
     ctx->saved_data["num_params"] = static_cast<int64_t>(params.size());
     ctx->saved_data["num_saved"] = static_cast<int64_t>(r.saved[0].size());
-    torch::autograd::variable_list keep{project ? input : at::Tensor(), r.out, h0};
+    torch::autograd::variable_list keep{r.x_flat, r.out, h0};  // x_flat: undefined without project
     keep.insert(keep.end(), params.begin(), params.end());
     for (const auto& per_direction : r.saved) keep.insert(keep.end(), per_direction.begin(), per_direction.end());
     ctx->save_for_backward(keep);
@@ -159,7 +162,7 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     const int64_t num_params = ctx->saved_data["num_params"].toInt();
     const int64_t num_saved = ctx->saved_data["num_saved"].toInt();
     const torch::autograd::variable_list kept = ctx->get_saved_variables();
-    const at::Tensor& x = kept[0];
+    const at::Tensor& x_flat = kept[0];  // (T*B, I)
     const at::Tensor& out = kept[1];
     const at::Tensor& h0 = kept[2];
     const at::TensorList params(kept.data() + 3, num_params);
@@ -200,18 +203,18 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
 
     // Edges: one per tensor argument that was given (lengths, when given, is the first).
     const size_t edge0 = lengths ? 1 : 0;
-    at::Tensor d_input = grad_xproj;
-    if (s.project) {
+    at::Tensor d_input;
+    if (!s.project) {
+      if (ctx->needs_input_grad(edge0)) d_input = grad_xproj;
+    } else {
       const at::Tensor flat = grad_xproj.view({T * B, s.directions * G});
-      const int64_t I = x.size(2);
-      d_input = ctx->needs_input_grad(edge0)
-                    ? mm_fast(flat, input_weights(dirs)).view({T, B, I})
-                    : at::Tensor();
+      if (ctx->needs_input_grad(edge0))
+        d_input = mm_fast(flat, input_weights(dirs)).view({T, B, x_flat.size(1)});
       bool need_w = false;
       for (int64_t d = 0; d < s.directions; ++d)
         need_w = need_w || ctx->needs_input_grad(edge0 + 3 + d * (num_params / s.directions));
       if (need_w) {
-        const at::Tensor dw = mm_fast(flat.t(), x.reshape({T * B, I}));  // (D*4H, I)
+        const at::Tensor dw = mm_fast(flat.t(), x_flat);  // (D*4H, I)
         for (int64_t d = 0; d < s.directions; ++d) dparams[d][0] = dw.slice(0, d * G, (d + 1) * G);
       }
     }

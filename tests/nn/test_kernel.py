@@ -233,6 +233,17 @@ def test_only_the_gradients_asked_for(kernel, cell, wanted):
     assert (grads[1]["x"] is None) == (wanted == "weights")
 
 
+def test_higher_order_gradients_say_which_backend_has_them(kernel):
+    lstm = LSTM(3, 4, backend="kernel")
+    out, _ = lstm(torch.randn(2, 5, 3))
+    with pytest.raises(RuntimeError, match=r"create_graph=True.*backend='reference'"):
+        torch.autograd.grad(out.sum(), lstm.cells[0].weight_hh, create_graph=True)
+    reference = LSTM(3, 4, backend="reference")  # which does have them
+    out, _ = reference(torch.randn(2, 5, 3))
+    (grad,) = torch.autograd.grad(out.sum(), reference.cells[0].weight_hh, create_graph=True)
+    assert grad.requires_grad
+
+
 @pytest.mark.parametrize(
     "cell,split_units",  # the layer-norm cell always takes the row split
     [*itertools.product(["lstm", "peephole"], [False, True]), ("layernorm", False)],

@@ -144,7 +144,9 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     ctx->saved_data["lengths"] = lengths;
     ctx->saved_data["num_params"] = static_cast<int64_t>(params.size());
     ctx->saved_data["num_saved"] = static_cast<int64_t>(r.saved[0].size());
-    torch::autograd::variable_list keep{r.x_flat, r.out, h0};  // x_flat: undefined without project
+    bool need_w_ih = false;  // x is saved only for W_ih's gradient
+    for (const auto& p : dirs) need_w_ih = need_w_ih || (p.w_ih.defined() && p.w_ih.requires_grad());
+    torch::autograd::variable_list keep{need_w_ih ? r.x_flat : at::Tensor(), r.out, h0};
     keep.insert(keep.end(), params.begin(), params.end());
     for (const auto& per_direction : r.saved) keep.insert(keep.end(), per_direction.begin(), per_direction.end());
     ctx->save_for_backward(keep);
@@ -153,6 +155,10 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "the kernel backend's backward pass cannot itself be differentiated "
+                "(create_graph=True); run the layer with backend='reference' for higher-order "
+                "gradients");
     const LayerSpec s{ctx->saved_data["kind"].toInt(), ctx->saved_data["directions"].toInt(),
                       ctx->saved_data["proj"].toBool(), ctx->saved_data["bias_in_step"].toBool(),
                       ctx->saved_data["project"].toBool()};
@@ -209,7 +215,7 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     } else {
       const at::Tensor flat = grad_xproj.view({T * B, s.directions * G});
       if (ctx->needs_input_grad(edge0))
-        d_input = mm_fast(flat, input_weights(dirs)).view({T, B, x_flat.size(1)});
+        d_input = mm_fast(flat, input_weights(dirs)).view({T, B, dirs[0].w_ih.size(1)});
       bool need_w = false;
       for (int64_t d = 0; d < s.directions; ++d)
         need_w = need_w || ctx->needs_input_grad(edge0 + 3 + d * (num_params / s.directions));

@@ -21,27 +21,19 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
 import time
 from pathlib import Path
 
 import torch
 from kernels import machine, wait_for_quiet
-from report import short_commit, write_report
+from report import median_seconds, short_commit, write_report
 
 from lstmkit.nn import LSTM
 from lstmkit.nn.backends.kernel import CELL_KINDS, kernel_unavailable, load_kernel
 
 
 def median_us(fn, reps: int, warmup: int = 20) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+    return median_seconds(fn, reps, warmup) * 1e6
 
 
 def parts(batch: int, steps: int, inputs: int, hidden: int, reps: int) -> dict[str, float]:

@@ -16,11 +16,11 @@ import argparse
 import json
 import os
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from report import median_seconds
 
 from lstmkit.nn import LSTM
 from lstmkit.nn.backends import Placement, select_backend
@@ -52,14 +52,7 @@ def median_ms(backend: str, shape: tuple[int, ...], repeats: int, train: bool) -
         out, _ = lstm(x)
         out.sum().backward()
 
-    for _ in range(2):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] * 1e3
+    return median_seconds(run, repeats) * 1e3
 
 
 def auto_choice(shape: tuple[int, ...], train: bool) -> str:

@@ -1,9 +1,11 @@
-"""What the GPU and precision benchmarks share: the commit they ran at, and writing a result."""
+"""What benchmarks share: the commit they ran at, a median timing, and writing a result."""
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +16,18 @@ def short_commit() -> str:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     )
     return out.stdout.strip() or "unknown"
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` in a row, after ``warmup`` untimed."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def write_report(out: Path, report: dict, markdown: Callable[[dict], str]) -> None:

@@ -51,6 +51,7 @@ CELL_KINDS = {"lstm": 0, "peephole": 1, "layernorm": 2}  # must match csrc/cells
 SOURCES = (
     "lstm_kernel.cpp",
     "layer.h",
+    "direction.h",
     "backward.h",
     "columns.h",
     "recurrence.h",

@@ -18,29 +18,9 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
-#include "recurrence.h"
+#include "direction.h"
 
 namespace lstmkit {
-
-// The per-direction entry points (lstm_kernel.cpp).
-std::vector<at::Tensor> forward(const at::Tensor& xproj, const at::Tensor& h0,
-                                const at::Tensor& c0, const at::Tensor& w_hh,
-                                const std::optional<at::Tensor>& w_hr,
-                                const std::optional<at::Tensor>& peep,
-                                const std::optional<at::Tensor>& bias,
-                                const std::vector<at::Tensor>& ln,
-                                const std::optional<at::Tensor>& lengths, bool reverse,
-                                int64_t kind, bool save, at::Tensor out);
-std::vector<at::Tensor> backward(const std::optional<at::Tensor>& grad_out,
-                                 const std::optional<at::Tensor>& grad_hn,
-                                 const std::optional<at::Tensor>& grad_cn, at::Tensor grad_xproj,
-                                 const at::Tensor& out, const at::Tensor& h0,
-                                 const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr,
-                                 const std::optional<at::Tensor>& peep,
-                                 const std::vector<at::Tensor>& ln,
-                                 const std::optional<at::Tensor>& lengths, bool reverse,
-                                 int64_t kind, bool with_bias,
-                                 const std::vector<at::Tensor>& saved);
 
 struct LayerSpec {
   int64_t kind, directions;

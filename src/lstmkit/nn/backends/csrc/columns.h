@@ -3,8 +3,8 @@
 // With fewer rows than the threads can share (batch 1 above all), the row split of
 // recurrence.h leaves one thread to stream the whole of W_hh from cache every step. Here each
 // thread owns a block of hidden units u0..u1 and the weight rows of their four gates (packed
-// transposed once per call for the forward product, read in place by the backward one), so
-// each thread reads only its share of W_hh per step:
+// once per call: transposed for the forward product, as contiguous (4H, nu) columns for the
+// backward one), so each thread reads only its share of W_hh per step:
 //
 //   forward:   z[:, own] = h' @ W_hh[own]^T            (B, 4 nu)
 //              gates, c[:, own], h[:, own] = cell(...)  unit-local for the plain and peephole cells
@@ -56,7 +56,9 @@ inline void scatter_gates(const T* local, int64_t H, int64_t u0, int64_t nu, T* 
 // Each thread packs its own share of the forward weights (no ATen calls: at batch 1 their
 // overhead is comparable with the whole recurrence). `w_hh` is (4H, P) row-major; the packed
 // w (P, 4 nu) has w[p][q nu + j] = W_hh[q H + u0 + j][p], one tiled transpose per gate block.
-// The backward product reads W_hh's own columns in place (ldb = P), with no copy.
+// The backward product reads W_hh's own columns packed contiguously (4H, nu): read in place,
+// P apart, the backward loop at (1, 100, 32, 128) took about 200 µs against 177 µs packed
+// (benchmarks/kernel_parts.py), the copy included.
 template <typename T>
 inline void pack_forward_units(const T* w_hh, int64_t H, int64_t P, int64_t u0, int64_t nu,
                                T* w) {
@@ -91,7 +93,7 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
   const at::Tensor whh = w_hh.contiguous();
   const bool has_peep = kind == kPeephole;
   // every thread's share: W_hh (P, 4nu), peepholes (3, nu), bias (4nu)
-  const at::Tensor packed = at::empty({n.G * n.P + 3 * n.H + n.G}, opts);
+  const at::Tensor packed = pooled_empty({n.G * n.P + 3 * n.H + n.G}, opts);
   const int64_t* len = lengths ? lengths->data_ptr<int64_t>() : nullptr;
   at::Tensor gates = pooled_empty({save ? n.T : 1, n.B, n.G}, opts);
   at::Tensor cells = pooled_empty({save ? n.T + 1 : 2, n.B, n.H}, opts);
@@ -169,6 +171,7 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
   const auto opts = gates_t.options();
   const bool has_peep = kind == kPeephole;
   const at::Tensor packed = at::empty({3 * n.H}, opts);  // every thread's own peepholes
+  const at::Tensor wcols = pooled_empty({n.G * n.P}, opts);  // every thread's W_hh[:, own]
   at::Tensor dhbuf = at::empty({2, n.B, n.P}, opts);
   dhbuf[0].copy_(dh);
   at::Tensor dabuf = at::empty({2, n.B, n.G}, opts);  // dz of all units, by parity of the step
@@ -186,7 +189,9 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
     const auto [u0, u1] = unit_block(n.H, tid, nth);
     const int64_t nu = u1 - u0;
-    const T* w = w_hh.data_ptr<T>() + u0;  // W_hh[:, own units], rows P apart
+    T* w = wcols.data_ptr<T>() + n.G * u0;  // W_hh[:, own units] (4H, nu), rows nu apart
+    for (int64_t r = 0; r < n.G && nu > 0; ++r)
+      std::memcpy(w + r * nu, w_hh.data_ptr<T>() + r * n.P + u0, sizeof(T) * nu);
     T* pp = packed.data_ptr<T>() + 3 * u0;
     pack_peepholes(has_peep ? peep->data_ptr<T>() : nullptr, n.H, u0, nu, pp);
     const CellParams<T> p = unit_params<T>(kind, nu, pp);
@@ -229,7 +234,7 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
       }
 #pragma omp barrier
       if (nu == 0) continue;
-      gemm(n.B, nu, n.G, da, n.G, w, n.P, dh_nxt + u0, n.P);
+      gemm(n.B, nu, n.G, da, n.G, w, nu, dh_nxt + u0, n.P);
       for (int64_t b = 0; b < n.B; ++b) {
         const int64_t lb = len ? len[b] : n.T;
         if (s >= lb) std::memcpy(dh_nxt + b * n.P + u0, dh_cur + b * n.P + u0, sizeof(T) * nu);

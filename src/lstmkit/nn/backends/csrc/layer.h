@@ -13,7 +13,7 @@
 // the same gradient.
 //
 // One C++ node in place of two Python autograd Functions and a bias sum: at batch 1 a training
-// call is mostly per-call overhead, and this is the part of it that is ours (issue #6).
+// call is mostly per-call overhead, and this is the part of it that is ours.
 #pragma once
 
 #include <torch/csrc/autograd/custom_function.h>

@@ -231,7 +231,8 @@ class LSTM(nn.Module):
         output = self.output_dropout(layer_input) if cfg.output_dropout else layer_input
         if cfg.batch_first:
             output = output.transpose(0, 1)  # (B, T, D*P)
-        final = (torch.cat(h_n), torch.cat(c_n))  # (L*D, B, P), (L*D, B, H)
+        # (L*D, B, P), (L*D, B, H); one layer's state needs no concatenating copy
+        final = (torch.cat(h_n), torch.cat(c_n)) if len(h_n) > 1 else (h_n[0], c_n[0])
         if unbatched:
             output = output.squeeze(0 if cfg.batch_first else 1)
             final = (final[0].squeeze(1), final[1].squeeze(1))

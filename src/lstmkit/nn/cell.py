@@ -143,10 +143,17 @@ class LSTMCell(nn.Module):
         DropConnect-masked copy during training); by default the cell's own are used.
         """
         w_hh = self.weight_hh if weight_hh is None else weight_hh
-        z = x_proj + self.project_hidden(state.h, w_hh)  # (B, 4H)
-        i, f, g, o = z.chunk(4, dim=-1)  # each (B, H)
+        return self.activate(x_proj + self.project_hidden(state.h, w_hh), state.c)
+
+    def activate(self, z: Tensor, c_prev: Tensor) -> StepResult:
+        """The gates and the new state from the summed pre-activations ``z`` (..., G*H).
+
+        ``z`` and ``c_prev`` (..., H) may be any shapes that broadcast against each other: the
+        segment forecaster decodes many queries from one state without repeating the state.
+        """
+        i, f, g, o = z.chunk(4, dim=-1)  # each (..., H)
         gates = Gates(torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o))
-        c = gates.forget * state.c + gates.input * gates.candidate  # (B, H)
+        c = gates.forget * c_prev + gates.input * gates.candidate  # (..., H)
         h = self.emit(gates.output, c)
         return StepResult(LSTMState(h, c), gates)
 

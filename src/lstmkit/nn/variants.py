@@ -31,14 +31,12 @@ class PeepholeLSTMCell(LSTMCell):
         self.peephole_forget = nn.Parameter(torch.empty(self.hidden_size))  # (H,)
         self.peephole_output = nn.Parameter(torch.empty(self.hidden_size))  # (H,)
 
-    def step(self, x_proj: Tensor, state: LSTMState, weight_hh: Tensor | None = None) -> StepResult:
-        w_hh = self.weight_hh if weight_hh is None else weight_hh
-        z = x_proj + self.project_hidden(state.h, w_hh)  # (B, 4H)
-        i, f, g, o = z.chunk(4, dim=-1)  # each (B, H)
-        input_gate = torch.sigmoid(i + self.peephole_input * state.c)
-        forget_gate = torch.sigmoid(f + self.peephole_forget * state.c)
+    def activate(self, z: Tensor, c_prev: Tensor) -> StepResult:
+        i, f, g, o = z.chunk(4, dim=-1)  # each (..., H)
+        input_gate = torch.sigmoid(i + self.peephole_input * c_prev)
+        forget_gate = torch.sigmoid(f + self.peephole_forget * c_prev)
         candidate = torch.tanh(g)
-        c = forget_gate * state.c + input_gate * candidate  # (B, H)
+        c = forget_gate * c_prev + input_gate * candidate  # (..., H)
         output_gate = torch.sigmoid(o + self.peephole_output * c)
         h = self.emit(output_gate, c)
         return StepResult(LSTMState(h, c), Gates(input_gate, forget_gate, candidate, output_gate))
@@ -98,15 +96,13 @@ class CIFGLSTMCell(LSTMCell):
     num_gate_blocks = 3
     gate_order = ("forget", "candidate", "output")
 
-    def step(self, x_proj: Tensor, state: LSTMState, weight_hh: Tensor | None = None) -> StepResult:
-        w_hh = self.weight_hh if weight_hh is None else weight_hh
-        z = x_proj + self.project_hidden(state.h, w_hh)  # (B, 3H)
-        f, g, o = z.chunk(3, dim=-1)  # each (B, H)
+    def activate(self, z: Tensor, c_prev: Tensor) -> StepResult:
+        f, g, o = z.chunk(3, dim=-1)  # each (..., H)
         forget_gate = torch.sigmoid(f)
         input_gate = 1.0 - forget_gate
         candidate = torch.tanh(g)
         output_gate = torch.sigmoid(o)
-        c = forget_gate * state.c + input_gate * candidate  # (B, H)
+        c = forget_gate * c_prev + input_gate * candidate  # (..., H)
         h = self.emit(output_gate, c)
         return StepResult(LSTMState(h, c), Gates(input_gate, forget_gate, candidate, output_gate))
 

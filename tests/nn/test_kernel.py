@@ -69,7 +69,7 @@ def _tolerance(cell: str, dtype: torch.dtype, reference: torch.Tensor) -> dict:
 
 CASES = list(
     itertools.product(
-        ["lstm", "peephole", "layernorm"], [1, 2, 3], [False, True], [0, 3], [False, True]
+        ["lstm", "peephole", "layernorm", "cifg"], [1, 2, 3], [False, True], [0, 3], [False, True]
     )
 )
 
@@ -127,7 +127,7 @@ def unit_split(kernel):
 @pytest.mark.parametrize("hidden", [7, 32])  # 3 + 4 units; 16 + 16 (the narrow AVX-512 products)
 @pytest.mark.parametrize(
     "cell,batch,bidirectional,variable",
-    list(itertools.product(["lstm", "peephole"], [1, 3], [False, True], [False, True])),
+    list(itertools.product(["lstm", "peephole", "cifg"], [1, 3], [False, True], [False, True])),
 )
 def test_small_batches_split_units_across_threads_exactly(
     unit_split, dtype, hidden, cell, batch, bidirectional, variable
@@ -153,7 +153,7 @@ def test_small_batches_split_units_across_threads_exactly(
 
 
 @pytest.mark.parametrize("hidden", [200, 512])  # 100 units a thread: partial 16 x 16 tiles;
-@pytest.mark.parametrize("cell", ["lstm", "peephole"])  # 256: the 256-column AVX-512 product
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])  # 256: 256-column AVX-512 products
 def test_the_unit_split_at_wider_layers(unit_split, hidden, cell):
     _check_float32_layer(cell, hidden, batch=1)
 
@@ -178,7 +178,7 @@ def _check_float32_layer(cell: str, hidden: int, batch: int) -> None:
         )
 
 
-@pytest.mark.parametrize("cell", ["lstm", "peephole"])
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
 def test_the_row_split_at_wider_layers(unit_split, cell):
     """4H = 640 gates: the float32 step products run in blocks of 256 columns (a remainder of
     128) and, backward (dh' = dz W_hh, 640 deep), of 512 depth (a remainder of 128) that
@@ -246,7 +246,7 @@ def test_higher_order_gradients_say_which_backend_has_them(kernel):
 
 @pytest.mark.parametrize(
     "cell,split_units",  # the layer-norm cell always takes the row split
-    [*itertools.product(["lstm", "peephole"], [False, True]), ("layernorm", False)],
+    [*itertools.product(["lstm", "peephole", "cifg"], [False, True]), ("layernorm", False)],
 )
 @pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
 def test_biases_enter_in_the_step_exactly(unit_split, split_units, cell, bias):
@@ -285,7 +285,7 @@ def test_the_unit_split_is_only_for_small_batches_of_unit_local_cells(unit_split
     assert split(1, 128, 0, CELL_KINDS["lstm"]) == 1  # too little work per step
 
 
-@pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm"])
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm", "cifg"])
 def test_kernel_gradcheck_float64(kernel, cell):
     torch.manual_seed(0)
     lstm = _perturbed(
@@ -383,14 +383,15 @@ def test_auto_runs_small_batch_inference_on_the_kernel(kernel):
 
 
 def test_auto_passes_the_kernel_over_and_says_why(kernel):
-    assert LSTM(3, 4, cell="cifg").explain_backend() == (
-        "reference backend: the C++ kernel does not implement the 'cifg' cell; "
-        "coupled input-forget gates (CIFG) are not supported by the fused kernel; "
+    assert LSTM(3, 4, zoneout_cell=0.1).explain_backend() == (
+        "reference backend: zoneout is not supported by the C++ kernel; "
+        "zoneout is not supported by the fused kernel; "
         "the compiled step is picked automatically on CUDA devices only (got cpu)"
     )
-    zoneout = LSTM(3, 4, zoneout_cell=0.1).backend_choice
-    assert zoneout.name == "reference"
-    assert "zoneout is not supported by the C++ kernel" in zoneout.reason
+    # the fused kernel cannot run the coupled-gate cell: ours is its fast path
+    assert LSTM(3, 4, cell="cifg").explain_backend() == (
+        "kernel backend: fastest backend for this configuration"
+    )
     recurrent = LSTM(3, 4, recurrent_dropout=0.2)
     assert recurrent.train().backend_choice.name == "reference"
     assert recurrent.eval().backend_choice.name == "fused"

@@ -16,8 +16,9 @@ layer-norm cell normalises the projection before its biases, so they stay in it 
 its projection runs in PyTorch ops ahead of the node. A C++ node rather than Python autograd
 Functions: at batch 1 a training call is mostly per-call overhead.
 
-It runs the standard, peephole and layer-norm cells with projections, both directions and
-variable lengths, in float32 and float64 on CPU tensors. The extension is compiled with
+It runs the standard, peephole, layer-norm and coupled-gate (CIFG) cells with projections,
+both directions and variable lengths, in float32 and float64 on CPU tensors. The extension is
+compiled with
 ``torch.utils.cpp_extension`` (needs a C++ compiler and ``ninja``) into
 ``$LSTMKIT_EXT_DIR`` or ``~/.cache/lstmkit/ext-<hash>`` the first time it is needed; nothing
 is built at import. ``LSTMKIT_DISABLE_KERNEL=1`` turns it off. When it cannot be used,
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 DISABLE_ENV = "LSTMKIT_DISABLE_KERNEL"  # set to 1 to never build or use the kernel
 DIR_ENV = "LSTMKIT_EXT_DIR"  # where the compiled extension is cached
-CELL_KINDS = {"lstm": 0, "peephole": 1, "layernorm": 2}  # must match csrc/cells.h
+CELL_KINDS = {"lstm": 0, "peephole": 1, "layernorm": 2, "cifg": 3}  # as csrc/cells.h
 SOURCES = (
     "lstm_kernel.cpp",
     "layer.h",

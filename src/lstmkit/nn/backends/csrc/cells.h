@@ -4,6 +4,8 @@
 //   plain:     c = σ(f) c' + σ(i) tanh(g),             m = σ(o) tanh(c)
 //   peephole:  i, f also see c' (p_i, p_f), o sees the new c (p_o)
 //   layernorm: z = xproj + LN_h(W_hh h') ;  m = σ(o) tanh(LN_c(c))
+//   cifg:      three blocks z = [f | g | o]; the input gate is 1 - σ(f):
+//              c = σ(f) c' + (1 - σ(f)) tanh(g),       m = σ(o) tanh(c)
 // m is the hidden output before the optional projection h = W_hr m.
 #pragma once
 
@@ -14,7 +16,10 @@
 
 namespace lstmkit {
 
-enum CellKind : int64_t { kPlain = 0, kPeephole = 1, kLayerNorm = 2 };
+enum CellKind : int64_t { kPlain = 0, kPeephole = 1, kLayerNorm = 2, kCIFG = 3 };
+
+// Gate blocks of H rows each in W_ih, W_hh and the biases: 3 for CIFG, else 4.
+inline int64_t gate_blocks(int64_t kind) { return kind == kCIFG ? 3 : 4; }
 
 // exp for float: Cephes' range reduction and polynomial (about 1 ulp), branch-free so that
 // loops over it vectorise; double uses the library's exp.
@@ -95,8 +100,9 @@ struct LNSaved {
   T* rstd_c = nullptr;  // scalar
 };
 
-// Forward of one row. `z` (4H) holds W_hh h' on entry and the activated gates [i f g o] on exit;
-// `x` (4H) is the input projection (biases included). Writes c (H) and m (H).
+// Forward of one row. `z` (4H; 3H for CIFG) holds W_hh h' on entry and the activated gates
+// [i f g o] ([f g o]) on exit; `x` (the same width) is the input projection (biases included).
+// Writes c (H) and m (H).
 template <typename T>
 inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* c_prev, T* c,
                              T* m, const LNSaved<T>& ln, T* scratch) {
@@ -150,6 +156,19 @@ inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* 
       c[j] = cn;
       m[j] = o * tanh_approx(cn);
     }
+  } else if (p.kind == kCIFG) {  // blocks [f g o]
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T f = sigmoid(z[j] + x[j]);
+      const T g = tanh_approx(z[H + j] + x[H + j]);
+      const T o = sigmoid(z[2 * H + j] + x[2 * H + j]);
+      const T cn = f * c_prev[j] + (T(1) - f) * g;
+      z[j] = f;
+      z[H + j] = g;
+      z[2 * H + j] = o;
+      c[j] = cn;
+      m[j] = o * tanh_approx(cn);
+    }
   } else {
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
@@ -178,9 +197,10 @@ struct CellGrads {
   T* ln_c_b = nullptr;  // (H,)
 };
 
-// Backward of one row. Given the saved gates (4H), c' and c, dm (H) and the carried dc (H, updated
-// in place to dc'), writes dz (4H, the input projection's gradient) and da (4H, the gradient of
-// W_hh h'; the same as dz except in the layer-norm cell), and returns m in `m_out` if not null.
+// Backward of one row. Given the saved gates (4H; 3H for CIFG), c' and c, dm (H) and the carried
+// dc (H, updated in place to dc'), writes dz (the gates' width, the input projection's gradient)
+// and da (the same width, the gradient of W_hh h'; the same as dz except in the layer-norm
+// cell), and returns m in `m_out` if not null.
 template <typename T>
 inline void cell_backward_row(const CellParams<T>& p, const T* gates, const T* c_prev,
                               const T* c, const T* dm, T* dc, T* dz, T* da,
@@ -248,6 +268,18 @@ inline void cell_backward_row(const CellParams<T>& p, const T* gates, const T* c
       g_acc.peep[H + j] += dzf * cp;
       g_acc.peep[2 * H + j] += dzo * cn;
     }
+  } else if (p.kind == kCIFG) {  // blocks [f g o]; i = 1 - f
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T f = gates[j], g = gates[H + j], o = gates[2 * H + j];
+      const T tc = tanh_approx(c[j]);
+      if (m_out != nullptr) m_out[j] = o * tc;
+      const T d = dc[j] + dm[j] * o * (T(1) - tc * tc);
+      dz[j] = d * (c_prev[j] - g) * f * (T(1) - f);
+      dz[H + j] = d * (T(1) - f) * (T(1) - g * g);
+      dz[2 * H + j] = dm[j] * tc * o * (T(1) - o);
+      dc[j] = d * f;
+    }
   } else {
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
@@ -262,7 +294,7 @@ inline void cell_backward_row(const CellParams<T>& p, const T* gates, const T* c
       dc[j] = d * f;
     }
   }
-  if (da != dz) std::memcpy(da, dz, sizeof(T) * 4 * H);
+  if (da != dz) std::memcpy(da, dz, sizeof(T) * gate_blocks(p.kind) * H);
 }
 
 }  // namespace lstmkit

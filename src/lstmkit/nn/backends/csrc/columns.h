@@ -2,7 +2,7 @@
 //
 // With fewer rows than the threads can share (batch 1 above all), the row split of
 // recurrence.h leaves one thread to stream the whole of W_hh from cache every step. Here each
-// thread owns a block of hidden units u0..u1 and the weight rows of their four gates (packed
+// thread owns a block of hidden units u0..u1 and the weight rows of their gates (packed
 // once per call: transposed for the forward product, as contiguous (4H, nu) columns for the
 // backward one), so each thread reads only its share of W_hh per step:
 //
@@ -42,27 +42,30 @@ inline std::pair<int64_t, int64_t> unit_block(int64_t H, int64_t tid, int64_t nt
   return {H * tid / nt, H * (tid + 1) / nt};
 }
 
-// Copies the own units of each gate block between the global layout [i|f|g|o] (4H) and the
-// local one (4 nu).
+// Copies the own units of each of the `nb` gate blocks between the global layout [i|f|g|o]
+// (nb H) and the local one (nb nu).
 template <typename T>
-inline void gather_gates(const T* global, int64_t H, int64_t u0, int64_t nu, T* local) {
-  for (int64_t q = 0; q < 4; ++q) std::memcpy(local + q * nu, global + q * H + u0, sizeof(T) * nu);
+inline void gather_gates(const T* global, int64_t nb, int64_t H, int64_t u0, int64_t nu,
+                         T* local) {
+  for (int64_t q = 0; q < nb; ++q) std::memcpy(local + q * nu, global + q * H + u0, sizeof(T) * nu);
 }
 template <typename T>
-inline void scatter_gates(const T* local, int64_t H, int64_t u0, int64_t nu, T* global) {
-  for (int64_t q = 0; q < 4; ++q) std::memcpy(global + q * H + u0, local + q * nu, sizeof(T) * nu);
+inline void scatter_gates(const T* local, int64_t nb, int64_t H, int64_t u0, int64_t nu,
+                          T* global) {
+  for (int64_t q = 0; q < nb; ++q) std::memcpy(global + q * H + u0, local + q * nu, sizeof(T) * nu);
 }
 
 // Each thread packs its own share of the forward weights (no ATen calls: at batch 1 their
-// overhead is comparable with the whole recurrence). `w_hh` is (4H, P) row-major; the packed
-// w (P, 4 nu) has w[p][q nu + j] = W_hh[q H + u0 + j][p], one tiled transpose per gate block.
+// overhead is comparable with the whole recurrence). `w_hh` is (nb H, P) row-major; the packed
+// w (P, nb nu) has w[p][q nu + j] = W_hh[q H + u0 + j][p], one tiled transpose per gate block.
 // The backward product reads W_hh's own columns packed contiguously (4H, nu): read in place,
 // P apart, the backward loop at (1, 100, 32, 128) took about 200 µs against 177 µs packed
 // (benchmarks/kernel_parts.py), the copy included.
 template <typename T>
-inline void pack_forward_units(const T* w_hh, int64_t H, int64_t P, int64_t u0, int64_t nu,
-                               T* w) {
-  for (int64_t q = 0; q < 4; ++q) transpose_into(w_hh + (q * H + u0) * P, nu, P, P, w + q * nu, 4 * nu);
+inline void pack_forward_units(const T* w_hh, int64_t nb, int64_t H, int64_t P, int64_t u0,
+                               int64_t nu, T* w) {
+  for (int64_t q = 0; q < nb; ++q)
+    transpose_into(w_hh + (q * H + u0) * P, nu, P, P, w + q * nu, nb * nu);
 }
 
 // The peephole cell's (3, H) weights, own columns only: (3, nu).
@@ -92,7 +95,8 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
   const auto opts = xproj.options();
   const at::Tensor whh = w_hh.contiguous();
   const bool has_peep = kind == kPeephole;
-  // every thread's share: W_hh (P, 4nu), peepholes (3, nu), bias (4nu)
+  const int64_t nb = gate_blocks(kind);
+  // every thread's share: W_hh (P, nb nu), peepholes (3, nu), bias (nb nu)
   const at::Tensor packed = pooled_empty({n.G * n.P + 3 * n.H + n.G}, opts);
   const int64_t* len = lengths ? lengths->data_ptr<int64_t>() : nullptr;
   at::Tensor gates = pooled_empty({save ? n.T : 1, n.B, n.G}, opts);
@@ -100,7 +104,7 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
   cells[0].copy_(c0);
   at::Tensor hbuf = at::empty({2, n.B, n.P}, opts);
   hbuf[0].copy_(h0);
-  at::Tensor scratch = at::empty({nt, n.B * n.G + n.G}, opts);  // per thread: z (B, 4nu), x (4nu)
+  at::Tensor scratch = at::empty({nt, n.B * n.G + n.G}, opts);  // per thread: z (B, nb nu), x
   const TimeMajor<T> x = time_major<T>(xproj), o = time_major<T>(out);
   T* cp = cells.data_ptr<T>();
   T* gp = gates.data_ptr<T>();
@@ -111,13 +115,13 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
     // the team may be smaller than asked for (nested regions, OMP_DYNAMIC): share by its size
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
     const auto [u0, u1] = unit_block(n.H, tid, nth);
-    const int64_t nu = u1 - u0, G = 4 * nu;
-    T* w = packed.data_ptr<T>() + u0 * 4 * n.P;
+    const int64_t nu = u1 - u0, G = nb * nu;
+    T* w = packed.data_ptr<T>() + u0 * nb * n.P;
     T* pp = packed.data_ptr<T>() + n.G * n.P + 3 * u0;
-    pack_forward_units(whh.data_ptr<T>(), n.H, n.P, u0, nu, w);
+    pack_forward_units(whh.data_ptr<T>(), nb, n.H, n.P, u0, nu, w);
     pack_peepholes(has_peep ? peep->data_ptr<T>() : nullptr, n.H, u0, nu, pp);
-    T* bl = bias ? packed.data_ptr<T>() + n.G * n.P + 3 * n.H + 4 * u0 : nullptr;
-    if (bl != nullptr) gather_gates(bias->data_ptr<T>(), n.H, u0, nu, bl);
+    T* bl = bias ? packed.data_ptr<T>() + n.G * n.P + 3 * n.H + nb * u0 : nullptr;
+    if (bl != nullptr) gather_gates(bias->data_ptr<T>(), nb, n.H, u0, nu, bl);
     const CellParams<T> p = unit_params<T>(kind, nu, pp);
     T* z = scratch.data_ptr<T>() + tid * (n.B * n.G + n.G);
     T* xl = z + n.B * G;
@@ -138,14 +142,14 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
         }
         const int64_t t = reverse ? lb - 1 - s : s;
         T* zb = z + b * G;
-        gather_gates(x.row(t, b), n.H, u0, nu, xl);
+        gather_gates(x.row(t, b), nb, n.H, u0, nu, xl);
         if (bl != nullptr) {
 #pragma omp simd
           for (int64_t j = 0; j < G; ++j) xl[j] += bl[j];
         }
         cell_forward_row(p, zb, xl, c_prev + b * n.H + u0, c_next + b * n.H + u0,
                          h_nxt + b * n.P + u0, no_ln, static_cast<T*>(nullptr));
-        if (save) scatter_gates(zb, n.H, u0, nu, gp + (s * n.B + b) * n.G);
+        if (save) scatter_gates(zb, nb, n.H, u0, nu, gp + (s * n.B + b) * n.G);
         std::memcpy(o.row(t, b) + u0, h_nxt + b * n.P + u0, sizeof(T) * nu);
       }
 #pragma omp barrier
@@ -170,6 +174,7 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
                       int64_t nt) {
   const auto opts = gates_t.options();
   const bool has_peep = kind == kPeephole;
+  const int64_t nb = gate_blocks(kind);
   const at::Tensor packed = at::empty({3 * n.H}, opts);  // every thread's own peepholes
   const at::Tensor wcols = pooled_empty({n.G * n.P}, opts);  // every thread's W_hh[:, own]
   at::Tensor dhbuf = at::empty({2, n.B, n.P}, opts);
@@ -177,7 +182,7 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
   at::Tensor dabuf = at::empty({2, n.B, n.G}, opts);  // dz of all units, by parity of the step
   at::Tensor scratch = at::empty({nt, 3 * n.G + 3 * n.H}, opts);
   at::Tensor local_acc = at::zeros({nt, 3 * n.H}, opts);  // peepholes (3 nu), local layout
-  at::Tensor local_db = at::zeros({with_bias ? nt : 0, n.G}, opts.dtype(at::kDouble));  // (4 nu)
+  at::Tensor local_db = at::zeros({with_bias ? nt : 0, n.G}, opts.dtype(at::kDouble));  // (nb nu)
   const T* gates = gates_t.data_ptr<T>();
   const T* cells = cells_t.data_ptr<T>();
   T* dhb = dhbuf.data_ptr<T>();
@@ -189,14 +194,14 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
     const auto [u0, u1] = unit_block(n.H, tid, nth);
     const int64_t nu = u1 - u0;
-    T* w = wcols.data_ptr<T>() + n.G * u0;  // W_hh[:, own units] (4H, nu), rows nu apart
+    T* w = wcols.data_ptr<T>() + n.G * u0;  // W_hh[:, own units] (nb H, nu), rows nu apart
     for (int64_t r = 0; r < n.G && nu > 0; ++r)
       std::memcpy(w + r * nu, w_hh.data_ptr<T>() + r * n.P + u0, sizeof(T) * nu);
     T* pp = packed.data_ptr<T>() + 3 * u0;
     pack_peepholes(has_peep ? peep->data_ptr<T>() : nullptr, n.H, u0, nu, pp);
     const CellParams<T> p = unit_params<T>(kind, nu, pp);
-    T* gl = scratch.data_ptr<T>() + tid * (3 * n.G + 3 * n.H);  // gates (4nu)
-    T* dz = gl + n.G;                                           // (4nu)
+    T* gl = scratch.data_ptr<T>() + tid * (3 * n.G + 3 * n.H);  // gates (nb nu)
+    T* dz = gl + n.G;                                           // (nb nu)
     T* dm = dz + n.G;                                           // (nu)
     T* a = local_acc.data_ptr<T>() + tid * 3 * n.H;
     double* a_bias = with_bias ? local_db.data_ptr<double>() + tid * n.G : nullptr;
@@ -211,7 +216,7 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
       for (int64_t b = 0; b < n.B && nu > 0; ++b) {
         const int64_t lb = len ? len[b] : n.T;
         if (s >= lb) {  // padding: zero gradients, dh and dc pass through
-          for (int64_t q = 0; q < 4; ++q) {
+          for (int64_t q = 0; q < nb; ++q) {
             std::memset(dx.row(s, b) + q * n.H + u0, 0, sizeof(T) * nu);
             std::memset(da + b * n.G + q * n.H + u0, 0, sizeof(T) * nu);
           }
@@ -221,15 +226,15 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
         const T* g = go ? go->row(t, b) + u0 : nullptr;
 #pragma omp simd
         for (int64_t j = 0; j < nu; ++j) dm[j] = dh_cur[b * n.P + u0 + j] + (g ? g[j] : T(0));
-        gather_gates(gates + (s * n.B + b) * n.G, n.H, u0, nu, gl);
+        gather_gates(gates + (s * n.B + b) * n.G, nb, n.H, u0, nu, gl);
         cell_backward_row(p, gl, cells + (s * n.B + b) * n.H + u0,
                           cells + ((s + 1) * n.B + b) * n.H + u0, dm, dcp + b * n.H + u0, dz, dz,
                           no_ln, g_acc, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
-        scatter_gates(dz, n.H, u0, nu, dx.row(t, b));
-        scatter_gates(dz, n.H, u0, nu, da + b * n.G);
+        scatter_gates(dz, nb, n.H, u0, nu, dx.row(t, b));
+        scatter_gates(dz, nb, n.H, u0, nu, da + b * n.G);
         if (with_bias) {
 #pragma omp simd
-          for (int64_t j = 0; j < 4 * nu; ++j) a_bias[j] += dz[j];
+          for (int64_t j = 0; j < nb * nu; ++j) a_bias[j] += dz[j];
         }
       }
 #pragma omp barrier
@@ -246,9 +251,9 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
       for (int64_t q = 0; q < 3; ++q)
         for (int64_t j = 0; j < nu; ++j) out[q * n.H + u0 + j] += a[q * nu + j];
     }
-    if (with_bias) {  // [i | f | g | o], each H wide
+    if (with_bias) {  // [i | f | g | o] ([f | g | o] for CIFG), each H wide
       double* out = db_acc.data_ptr<double>();
-      for (int64_t q = 0; q < 4; ++q)
+      for (int64_t q = 0; q < nb; ++q)
         for (int64_t j = 0; j < nu; ++j) out[q * n.H + u0 + j] += a_bias[q * nu + j];
     }
   }

@@ -29,7 +29,7 @@ int64_t held_bytes() { return BufferPool::instance().held_bytes(); }
 
 bool has_onednn_matmul() { return &at::native::mkldnn_matmul != nullptr; }
 
-// The least 4H * P for which small batches split hidden units across threads (columns.h);
+// The least G * P (G = 4H, 3H for CIFG) for which small batches split hidden units across threads (columns.h);
 // returns the previous value. Tests lower it to run that path at small sizes.
 int64_t set_column_split_min_work(int64_t min_work) {
   const int64_t previous = column_split_min_work();
@@ -40,7 +40,8 @@ int64_t set_column_split_min_work(int64_t min_work) {
 // Threads the unit split would use for a batch of `batch` rows (1: it would not be used).
 int64_t column_split_threads(int64_t batch, int64_t hidden, int64_t proj_size, int64_t kind) {
   const int64_t P = proj_size > 0 ? proj_size : hidden;
-  return column_threads(Shapes{1, batch, hidden, 4 * hidden, P}, kind, proj_size > 0);
+  return column_threads(Shapes{1, batch, hidden, gate_blocks(kind) * hidden, P}, kind,
+                        proj_size > 0);
 }
 
 }  // namespace lstmkit

@@ -10,7 +10,7 @@
 namespace lstmkit {
 
 struct StepLayer {
-  at::Tensor wih_t;   // (I, 4H)
+  at::Tensor wih_t;   // (I, 4H), (I, 3H) for CIFG
   at::Tensor bias;    // (4H,) b_ih + b_hh, or zeros
   at::Tensor whh_t;   // (P, 4H)
   at::Tensor whr_t;   // (H, P) or undefined
@@ -42,8 +42,8 @@ class Stepper {
       h_.push_back(at::zeros({B_, P}, opts));
       c_.push_back(at::zeros({B_, H_}, opts));
     }
-    zx_ = at::empty({B_, 4 * H_}, opts);
-    zh_ = at::empty({B_, 4 * H_}, opts);
+    zx_ = at::empty({B_, gate_blocks(kind) * H_}, opts);
+    zh_ = at::empty({B_, gate_blocks(kind) * H_}, opts);
     m_ = at::empty({B_, H_}, opts);
     scratch_ = at::empty({4 * H_}, opts);
   }
@@ -71,7 +71,7 @@ class Stepper {
  private:
   template <typename T>
   void step_layer(const StepLayer& l, const at::Tensor& x, at::Tensor& h, at::Tensor& c) {
-    const int64_t I = l.wih_t.size(0), G = 4 * H_, P = l.whh_t.size(0);
+    const int64_t I = l.wih_t.size(0), G = gate_blocks(kind_) * H_, P = l.whh_t.size(0);
     const bool proj = l.whr_t.defined();
     std::optional<at::Tensor> peep;
     if (l.peep.defined()) peep = l.peep;

@@ -1,0 +1,112 @@
+"""One training step of the segment forecaster (SegRNN with an LSTM) at the ETT benchmark's
+sizes: its parallel decoder as it runs, against the same step with every (state, query) pair
+built out as a row of its own (how SegRNN's code decodes, and lstmkit's before 2c8692f).
+
+The model is SegRNN's for input length 96 (hidden 512, dropout 0.5, batch 256, 7 channels,
+segments of 24 on ETTh and 48 on ETTm); a step is forward, MSE loss, backward and Adam. Both
+variants run in the same process, alternating, on random data of the benchmark's shape.
+
+    python benchmarks/segment_step.py --threads 1 --out benchmarks/results/segment_step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from report import median_seconds, short_commit, write_report
+
+import lstmkit.tasks.forecasting.models as models
+from lstmkit.tasks.forecasting.models import ModelConfig, SegmentForecaster, Shapes
+
+CASES = [(24, 96), (24, 192), (24, 720), (48, 192)]  # (segment length, horizon)
+
+
+def step_seconds(cell: str, segment: int, horizon: int, rowwise: bool, repeats: int) -> float:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        kind="segment", hidden_size=512, segment_len=segment, dropout=0.5, lstm={"cell": cell}
+    )
+    model = SegmentForecaster(config, Shapes(96, horizon, 7, 0, 0, 0))
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    batch = {"past_target": torch.randn(256, 96, 7)}
+    target = torch.randn(256, horizon, 7, 1)
+    real_layer = models._LSTMLayer
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss = (model(batch) - target).square().mean()
+        loss.backward()
+        optimizer.step()
+
+    if rowwise:  # decode_step factors only an lstmkit LSTM: hide the class, rows are built out
+        models._LSTMLayer = type(None)
+    try:
+        return median_seconds(step, repeats, warmup=1)
+    finally:
+        models._LSTMLayer = real_layer
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# Segment forecaster: one training step, parallel decoder against rows built out",
+        "",
+        f"`{report['command']}` at {report['commit']}, {report['date']}; {report['machine']}, "
+        f"{report['threads']} thread(s), torch {report['torch']}. Median seconds per step "
+        f"({report['repeats']} steps after 1 untimed); speed-up = built out / parallel.",
+        "",
+        "| cell | segment | horizon | decoder rows | parallel s | built out s | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['cell']} | {r['segment']} | {r['horizon']} | {r['decoder_rows']} | "
+            f"{r['parallel_s']:.3f} | {r['rowwise_s']:.3f} | "
+            f"{r['rowwise_s'] / r['parallel_s']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cells", default="lstm,cifg")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/segment_step.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for cell in args.cells.split(","):
+        for segment, horizon in CASES:
+            times = {
+                "parallel_s": step_seconds(cell, segment, horizon, False, args.repeats),
+                "rowwise_s": step_seconds(cell, segment, horizon, True, args.repeats),
+            }
+            rows.append(
+                {
+                    "cell": cell,
+                    "segment": segment,
+                    "horizon": horizon,
+                    "decoder_rows": 256 * 7 * horizon // segment,
+                }
+                | times
+            )
+    report = {
+        "command": f"python benchmarks/segment_step.py --threads {args.threads} "
+        f"--repeats {args.repeats} --cells {args.cells}",
+        "commit": short_commit(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "repeats": args.repeats,
+        "rows": rows,
+    }
+    write_report(args.out, report, markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lstmkit.nn import LSTM, LockedDropout, LSTMState, WeightDrop, Zoneout
-from lstmkit.nn.dropout import dropout_mask
+from lstmkit.nn.dropout import Dropout, dropout_mask
 
 
 def test_locked_dropout_mask_is_the_same_at_every_step():
@@ -122,3 +122,30 @@ def test_regulariser_rates_are_validated():
         LockedDropout(1.5)
     with pytest.raises(ValueError, match=r"zoneout_cell must be a number in \[0, 1\), got -0.1"):
         LSTM(3, 4, zoneout_cell=-0.1)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_mask_drops_each_unit_with_probability_p(p):
+    torch.manual_seed(0)
+    mask = dropout_mask(p, (400, 500), torch.empty(0))
+    keep = 1.0 - p
+    torch.testing.assert_close(mask.unique(), torch.tensor([0.0, 1.0 / keep]))
+    dropped = (mask == 0).double().mean().item()
+    assert abs(dropped - p) < 4 * (p * keep / mask.numel()) ** 0.5  # within 4 standard errors
+    assert mask.mean().item() == pytest.approx(1.0, abs=0.01)  # inverted: unbiased in expectation
+
+
+def test_dropout_module_is_elementwise_and_scales_its_gradient():
+    torch.manual_seed(1)
+    drop = Dropout(0.3).train()
+    x = torch.randn(64, 32, requires_grad=True)
+    out = drop(x)
+    kept = out != 0
+    assert 0.6 < kept.double().mean().item() < 0.8
+    assert not torch.equal(kept[0], kept[1])  # a mask per element, not per row
+    torch.testing.assert_close(out[kept], x[kept] / 0.7)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, kept.to(x.dtype) / 0.7)
+    assert drop.eval()(x) is x
+    with pytest.raises(ValueError, match=r"p must be a number in \[0, 1\), got 1.0"):
+        Dropout(1.0)

@@ -152,9 +152,13 @@ def test_small_batches_split_units_across_threads_exactly(
         )
 
 
-@pytest.mark.parametrize("hidden", [200, 512])  # 100 units a thread: partial 16 x 16 tiles;
-@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])  # 256: 256-column AVX-512 products
+@pytest.mark.parametrize("hidden", [128, 160, 200, 512])
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
 def test_the_unit_split_at_wider_layers(unit_split, hidden, cell):
+    """Two threads, batch 1: each thread's forward product is G/2 columns wide, which the
+    AVX-512 single-row product runs in 256-column blocks and a narrow rest (hidden 128: CIFG 192
+    columns; 160: 320 = 256 + 64, CIFG 240; 512: 1024, CIFG 768), or oneDNN where it is not a
+    multiple of 16 (200: 400 and 300 columns)."""
     _check_float32_layer(cell, hidden, batch=1)
 
 
@@ -182,9 +186,12 @@ def _check_float32_layer(cell: str, hidden: int, batch: int) -> None:
 def test_the_row_split_at_wider_layers(unit_split, cell):
     """4H = 640 gates: the float32 step products run in blocks of 256 columns (a remainder of
     128) and, backward (dh' = dz W_hh, 640 deep), of 512 depth (a remainder of 128) that
-    accumulate (gemm.h); every block must land in the right place. Two threads, row split."""
+    accumulate (gemm.h); every block must land in the right place. Two threads, row split.
+    (CIFG: 3H = 480 at hidden 160, and 3H = 576 at hidden 192, which has a depth remainder.)"""
     unit_split.set_column_split_min_work(1 << 40)
     _check_float32_layer(cell, 160, batch=12)
+    if cell == "cifg":
+        _check_float32_layer(cell, 192, batch=12)
 
 
 def test_an_expanded_output_gradient(kernel):
@@ -457,3 +464,17 @@ def test_unbuildable_kernel_falls_back_in_a_fresh_process(tmp_path):
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("fused backend: the C++ kernel could not be built (")
     assert lines[1] == "(2, 5, 4)"
+
+
+def test_the_pair_step_says_what_it_cannot_run(kernel):
+    from lstmkit.nn.backends.pairs import pair_step
+
+    x, h, c = torch.zeros(2, 3, 16), torch.zeros(5, 2, 16), torch.zeros(5, 2, 4)
+    with pytest.raises(ValueError, match="runs the lstm, peephole, cifg cells, not 'layernorm'"):
+        pair_step(LSTM(3, 4, cell="layernorm").cell(0), x, h, c)
+    with pytest.raises(ValueError, match=r"no projection \(proj_size > 0\)"):
+        pair_step(LSTM(3, 4, proj_size=2).cell(0), x, h, c)
+    with pytest.raises(ValueError, match="float32/float64 CPU tensors, got torch.float16 on cpu"):
+        pair_step(LSTM(3, 4).cell(0), x.half(), h.half(), c.half())
+    with pytest.raises(RuntimeError, match=r"do not match: xq \[2, 3, 16\], hh \[5, 2, 12\]"):
+        pair_step(LSTM(3, 4).cell(0), x, h[..., :12], c)

@@ -58,6 +58,7 @@ SOURCES = (
     "recurrence.h",
     "cells.h",
     "gemm.h",
+    "pairs.h",
     "pool.h",
     "stepper.h",
 )

@@ -29,9 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit.nn import LSTM, LSTMConfig
-from lstmkit.nn.cell import LSTMState
-from lstmkit.nn.recurrent import LSTM as _LSTMLayer  # benchmarks/ett.py swaps the name LSTM
+from lstmkit.nn.dropout import Dropout
 from lstmkit.nn.validation import check_choice, check_positive_int, check_probability
+from lstmkit.tasks.forecasting.decoding import decode_step
 
 MODEL_KINDS = ("direct", "autoregressive", "segment")
 NORMALIZATIONS = ("revin", "last", "none")
@@ -138,7 +138,7 @@ class DirectForecaster(nn.Module):
         c = shapes.n_targets
         self.norm = WindowNorm(config.normalization, c)
         self.encoder = _lstm(config, c + shapes.n_past + shapes.n_static)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         head_in = config.hidden_size + shapes.horizon * shapes.n_future + shapes.n_static
         self.head = nn.Linear(head_in, shapes.horizon * c * shapes.n_outputs)
 
@@ -163,7 +163,7 @@ class AutoregressiveForecaster(nn.Module):
         self.norm = WindowNorm(config.normalization, c)
         self.encoder = _lstm(config, c + shapes.n_past + shapes.n_static)
         self.decoder = _lstm(config, c + shapes.n_future + shapes.n_static)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, c * shapes.n_outputs)
         self.point = shapes.quantiles.index(0.5) if shapes.quantiles else 0
 
@@ -209,7 +209,7 @@ class SegmentForecaster(nn.Module):
         self.encoder = LSTM(d, d, config.num_layers, **config.lstm)
         self.position = nn.Parameter(torch.randn(shapes.horizon // w, d // 2))
         self.channel = nn.Parameter(torch.randn(c, d // 2))
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(d, w * shapes.n_outputs)
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -231,46 +231,6 @@ class SegmentForecaster(nn.Module):
         raw = self.head(self.dropout(out.reshape(b * c * m, -1)))  # (B*C*m, w*Q)
         raw = raw.view(b, c, m * w, s.n_outputs).permute(0, 2, 1, 3)  # (B, H, C, Q)
         return self.norm.inverse(monotone_quantiles(raw), stats)
-
-
-def decode_step(lstm: nn.Module, queries: Tensor, state: tuple[Tensor, Tensor]) -> Tensor:
-    """One LSTM step for every pair of a state and a query: (B, C, m, P) from every state
-    (layers, B, C, ·) of a (batch row, channel) and every query (C, m, I) of that channel.
-
-    The pairs run as the ``B·C·m`` rows of one call to ``lstm`` would, but a single-layer LSTM's
-    two projections are computed once per query and once per state, then broadcast and added
-    (``W_ih q + W_hh h``): the decoder's matrix products shrink from ``B·C·m`` rows to
-    ``C·m + B·C``. Per-row masks on the query or the state (input and recurrent dropout, while
-    training) do not factor like that; with them, and for deeper stacks, the rows are built out.
-    """
-    h, c = state
-    layers, b, channels = h.shape[:3]
-    m = queries.shape[1]
-    cfg = getattr(lstm, "config", None)
-    factors = (
-        isinstance(lstm, _LSTMLayer)
-        and layers == 1
-        and not (lstm.training and (cfg.input_dropout or cfg.recurrent_dropout))
-    )
-    if not factors:  # every (state, query) pair as a row of its own
-        rows = queries.repeat(b, 1, 1).reshape(b * channels * m, 1, -1)  # (B*C*m, 1, I)
-        pairs = (
-            h.flatten(1, 2).repeat_interleave(m, dim=1),
-            c.flatten(1, 2).repeat_interleave(m, dim=1),
-        )
-        out, _ = lstm(rows, pairs)
-        return out.view(b, channels, m, -1)
-    cell = lstm.cell(0)
-    weight_hh = lstm.weight_drop(cell.weight_hh) if cfg.weight_dropout else cell.weight_hh
-    old = LSTMState(h[0].unsqueeze(2), c[0].unsqueeze(2))  # (B, C, 1, ·)
-    z = cell.project_input(queries) + cell.project_hidden(old.h, weight_hh)  # (B, C, m, G*H)
-    new, _ = cell.activate(z, old.c)
-    if lstm.zoneout is not None:
-        new = lstm.zoneout(new, old)
-    out = new.h  # (B, C, m, P)
-    if cfg.output_dropout:
-        out = lstm.output_dropout(out.reshape(1, -1, out.shape[-1])).view(out.shape)
-    return out
 
 
 MODELS: dict[str, type[nn.Module]] = {

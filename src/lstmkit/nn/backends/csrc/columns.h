@@ -3,10 +3,10 @@
 // With fewer rows than the threads can share (batch 1 above all), the row split of
 // recurrence.h leaves one thread to stream the whole of W_hh from cache every step. Here each
 // thread owns a block of hidden units u0..u1 and the weight rows of their gates (packed
-// once per call: transposed for the forward product, as contiguous (4H, nu) columns for the
+// once per call: transposed for the forward product, as contiguous (G, nu) columns for the
 // backward one), so each thread reads only its share of W_hh per step:
 //
-//   forward:   z[:, own] = h' @ W_hh[own]^T            (B, 4 nu)
+//   forward:   z[:, own] = h' @ W_hh[own]^T            (B, 4 nu; 3 nu for CIFG)
 //              gates, c[:, own], h[:, own] = cell(...)  unit-local for the plain and peephole cells
 //              barrier: every thread needs all of h for the next step
 //   backward:  dz[:, own], dc[:, own] = cell_backward(dh[:, own] + dout[:, own], ...)
@@ -58,7 +58,7 @@ inline void scatter_gates(const T* local, int64_t nb, int64_t H, int64_t u0, int
 // Each thread packs its own share of the forward weights (no ATen calls: at batch 1 their
 // overhead is comparable with the whole recurrence). `w_hh` is (nb H, P) row-major; the packed
 // w (P, nb nu) has w[p][q nu + j] = W_hh[q H + u0 + j][p], one tiled transpose per gate block.
-// The backward product reads W_hh's own columns packed contiguously (4H, nu): read in place,
+// The backward product reads W_hh's own columns packed contiguously (G, nu): read in place,
 // P apart, the backward loop at (1, 100, 32, 128) took about 200 µs against 177 µs packed
 // (benchmarks/kernel_parts.py), the copy included.
 template <typename T>

@@ -57,28 +57,6 @@ inline void gemm_loop(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, 
 }
 
 #if defined(__AVX512F__)
-// One row of A against B, 256 columns at a time in 16 zmm accumulators (N % 16 == 0).
-inline void gemv_avx512(int64_t N, int64_t K, const float* a, const float* B, int64_t ldb,
-                        float* c) {
-  int64_t n0 = 0;
-  for (; n0 + 256 <= N; n0 += 256) {
-    __m512 acc[16];
-    for (int q = 0; q < 16; ++q) acc[q] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K; ++k) {
-      const __m512 av = _mm512_set1_ps(a[k]);
-      const float* b = B + k * ldb + n0;
-      for (int q = 0; q < 16; ++q) acc[q] = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + 16 * q), acc[q]);
-    }
-    for (int q = 0; q < 16; ++q) _mm512_storeu_ps(c + n0 + 16 * q, acc[q]);
-  }
-  for (; n0 < N; n0 += 16) {
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K; ++k)
-      acc = _mm512_fmadd_ps(_mm512_set1_ps(a[k]), _mm512_loadu_ps(B + k * ldb + n0), acc);
-    _mm512_storeu_ps(c + n0, acc);
-  }
-}
-
 // One row of A against a narrow B (N = 16 * NV < 256 columns, as the unit split's backward
 // product): 16 / NV consecutive k share the 16 accumulators, so that the FMA chains overlap.
 template <int NV>
@@ -106,25 +84,54 @@ inline void gemv_narrow_avx512(int64_t K, const float* a, const float* B, int64_
     _mm512_storeu_ps(c + 16 * v, sum);
   }
 }
+
+// The narrow product for any NV from 1 to 15 (N = 16 NV columns).
+inline void gemv_narrow_any(int64_t nv, int64_t K, const float* a, const float* B, int64_t ldb,
+                            float* c) {
+  switch (nv) {
+    case 1: return gemv_narrow_avx512<1>(K, a, B, ldb, c);
+    case 2: return gemv_narrow_avx512<2>(K, a, B, ldb, c);
+    case 3: return gemv_narrow_avx512<3>(K, a, B, ldb, c);
+    case 4: return gemv_narrow_avx512<4>(K, a, B, ldb, c);
+    case 5: return gemv_narrow_avx512<5>(K, a, B, ldb, c);
+    case 6: return gemv_narrow_avx512<6>(K, a, B, ldb, c);
+    case 7: return gemv_narrow_avx512<7>(K, a, B, ldb, c);
+    case 8: return gemv_narrow_avx512<8>(K, a, B, ldb, c);
+    case 9: return gemv_narrow_avx512<9>(K, a, B, ldb, c);
+    case 10: return gemv_narrow_avx512<10>(K, a, B, ldb, c);
+    case 11: return gemv_narrow_avx512<11>(K, a, B, ldb, c);
+    case 12: return gemv_narrow_avx512<12>(K, a, B, ldb, c);
+    case 13: return gemv_narrow_avx512<13>(K, a, B, ldb, c);
+    case 14: return gemv_narrow_avx512<14>(K, a, B, ldb, c);
+    case 15: return gemv_narrow_avx512<15>(K, a, B, ldb, c);
+    default: return;
+  }
+}
+
+// One row of A against B (N % 16 == 0): 256 columns at a time in 16 zmm accumulators, then the
+// rest (the CIFG cell's 3 gate blocks leave 192 columns per thread at hidden 128) narrow.
+inline void gemv_avx512(int64_t N, int64_t K, const float* a, const float* B, int64_t ldb,
+                        float* c) {
+  int64_t n0 = 0;
+  for (; n0 + 256 <= N; n0 += 256) {
+    __m512 acc[16];
+    for (int q = 0; q < 16; ++q) acc[q] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; ++k) {
+      const __m512 av = _mm512_set1_ps(a[k]);
+      const float* b = B + k * ldb + n0;
+      for (int q = 0; q < 16; ++q) acc[q] = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + 16 * q), acc[q]);
+    }
+    for (int q = 0; q < 16; ++q) _mm512_storeu_ps(c + n0 + 16 * q, acc[q]);
+  }
+  if (n0 < N) gemv_narrow_any((N - n0) / 16, K, a, B + n0, ldb, c + n0);
+}
 #endif
 
 inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                  int64_t ldb, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
 #if defined(__AVX512F__)
-  if (M == 1 && N % 256 == 0) {
-    for (int64_t i = 0; i < M; ++i) gemv_avx512(N, K, A + i * lda, B, ldb, C + i * ldc);
-    return;
-  }
-  if (M == 1) {
-    switch (N) {
-      case 16: return gemv_narrow_avx512<1>(K, A, B, ldb, C);
-      case 32: return gemv_narrow_avx512<2>(K, A, B, ldb, C);
-      case 64: return gemv_narrow_avx512<4>(K, A, B, ldb, C);
-      case 128: return gemv_narrow_avx512<8>(K, A, B, ldb, C);
-      default: break;
-    }
-  }
+  if (M == 1 && N % 16 == 0) return gemv_avx512(N, K, A, B, ldb, C);
 #endif
   // In blocks of 256 columns and 512 of depth: one call over all 4H columns of a wide layer
   // streams the whole of B (K x 4H) past each block of rows, where a block of B stays in L2

@@ -7,11 +7,14 @@
 //   backward(grad_out, grad_hn, grad_cn, grad_xproj, out, h0, w_hh, w_hr, peep, ln, lengths,
 //            reverse, kind, with_bias, saved)
 //   Stepper(layers, kind, hidden, batch).step(x)       streaming inference
+//   pair_forward(xq, hh, c0, peep, kind), pair_backward(dh, xq, hh, c0, peep, kind)
+//                                                       one step for every (state, input) pair
 //   set_column_split_min_work(n)                        small-batch threading threshold
 // All tensors are CPU, float32 or float64; time-major (T, B, F) with the last dim contiguous.
 #include <torch/extension.h>
 
 #include "layer.h"
+#include "pairs.h"
 #include "stepper.h"
 
 namespace lstmkit {
@@ -52,6 +55,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &lstmkit::backward);
   m.def("linear_forward", &lstmkit::linear_forward);
   m.def("layer", &lstmkit::layer);
+  m.def("pair_forward", &lstmkit::pair_forward);
+  m.def("pair_backward", &lstmkit::pair_backward);
   m.def("has_onednn_matmul", &lstmkit::has_onednn_matmul);
   m.def("set_column_split_min_work", &lstmkit::set_column_split_min_work);
   m.def("column_split_threads", &lstmkit::column_split_threads);

@@ -72,7 +72,7 @@ CellParams<T> cell_params(int64_t kind, int64_t H, const std::optional<at::Tenso
 
 // Saved for the backward pass (all in step order; empty when not saving).
 struct Saved {
-  at::Tensor gates;   // (T, B, 4H) activated [i f g o]
+  at::Tensor gates;   // (T, B, G) activated [i f g o], G = 4H ([f g o], 3H, for CIFG)
   at::Tensor cells;   // (T+1, B, H) c_s, with c_0 first
   at::Tensor xhat_h;  // (T, B, 4H) layer norm only
   at::Tensor rstd_h;  // (T, B)

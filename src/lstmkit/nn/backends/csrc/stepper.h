@@ -11,8 +11,8 @@ namespace lstmkit {
 
 struct StepLayer {
   at::Tensor wih_t;   // (I, 4H), (I, 3H) for CIFG
-  at::Tensor bias;    // (4H,) b_ih + b_hh, or zeros
-  at::Tensor whh_t;   // (P, 4H)
+  at::Tensor bias;    // (4H,) b_ih + b_hh, or zeros (3H for CIFG)
+  at::Tensor whh_t;   // (P, 4H) (P, 3H for CIFG)
   at::Tensor whr_t;   // (H, P) or undefined
   at::Tensor peep;    // (3, H) or undefined
   std::vector<at::Tensor> ln;  // [ln_h_w, ln_h_b, ln_c_w, ln_c_b, ln_x_w, ln_x_b] or empty

@@ -1,0 +1,163 @@
+"""Choose the LSTM cell per ETT dataset on validation, then report the test table it gives.
+
+    python benchmarks/ett_choose.py --base benchmarks/results/ett_hold4_s2024.json \
+        --candidate benchmarks/results/ett_cifg_s2024_*.json --name CIFG \
+        --out benchmarks/results/ett_choice_s2024.json
+
+``--base`` is one seed's 16-cell result file of ``ett.py`` (the plain LSTM); ``--candidate``
+files hold another configuration's runs with the same seed, any cells. The rule, fixed before
+looking at test numbers: per dataset, the candidate replaces the base only if it ran at all four
+horizons and its mean validation MSE over them is lower; everywhere else the base stays. The
+table lists every cell's validation and test MSE for both, which one the rule took, and the
+16-cell average of the chosen cells beside SegRNN, PatchTST and DLinear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ett import HORIZONS, MODELS, REFERENCE_MSE
+from report import write_report
+
+
+def cells_of(paths: list[Path]) -> dict[tuple[str, int], dict]:
+    """(dataset, horizon) -> the row of ``ett.py``'s result files; a cell twice is an error."""
+    cells: dict[tuple[str, int], dict] = {}
+    for path in paths:
+        for row in json.loads(path.read_text())["rows"]:
+            key = (row["dataset"], row["horizon"])
+            if key in cells:
+                raise SystemExit(f"{key[0]} at {key[1]} appears twice (again in {path})")
+            cells[key] = row | {"file": path.name}
+    return cells
+
+
+def choose(base: dict, candidate: dict) -> dict[str, str]:
+    """Per dataset: "candidate" where it ran every horizon with a lower mean validation MSE."""
+    choice = {}
+    for name in REFERENCE_MSE:
+        keys = [(name, h) for h in HORIZONS]
+        if not all(k in candidate for k in keys):
+            choice[name] = "base"
+            continue
+        base_val = statistics.mean(base[k]["val_loss"] for k in keys)
+        cand_val = statistics.mean(candidate[k]["val_loss"] for k in keys)
+        choice[name] = "candidate" if cand_val < base_val else "base"
+    return choice
+
+
+def markdown(report: dict) -> str:
+    name = report["candidate_name"]
+    lines = [
+        f"# ETT: the cell per dataset chosen on validation (LSTM or {name}), seed {report['seed']}",
+        "",
+        f"`{report['command']}`",
+        "",
+        f"Base: {report['base_file']}. {name}: {', '.join(report['candidate_files'])}. Rule: per "
+        f"dataset, {name} replaces the LSTM only if it ran all four horizons with a lower mean "
+        "validation MSE.",
+        "",
+        f"| dataset | horizon | LSTM val | LSTM test | {name} val | {name} test | chosen "
+        "| chosen test | SegRNN |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        cand_val = f"{r['candidate_val']:.4f}" if r["candidate_val"] is not None else "—"
+        cand_mse = f"{r['candidate_mse']:.4f}" if r["candidate_mse"] is not None else "—"
+        lines.append(
+            f"| {r['dataset']} | {r['horizon']} | {r['base_val']:.4f} | {r['base_mse']:.4f} | "
+            f"{cand_val} | {cand_mse} | {r['chosen']} | {r['chosen_mse']:.4f} | "
+            f"{r['SegRNN']:.3f} |"
+        )
+    lines += ["", "Per dataset, mean validation MSE over the horizons run:", ""]
+    for dataset, d in report["datasets"].items():
+        cand = f"{d['candidate_val']:.4f}" if d["candidate_val"] is not None else "—"
+        lines.append(
+            f"- {dataset}: LSTM {d['base_val']:.4f}, {name} {cand} "
+            f"({d['candidate_horizons']} of 4 horizons): {d['chosen']}"
+        )
+    avg = report["averages"]
+    lines += [
+        "",
+        f"Average test MSE over the 16 cells: chosen {avg['chosen']:.4f}, LSTM {avg['base']:.4f}, "
+        + ", ".join(f"{m} {avg[m]:.4f}" for m in MODELS)
+        + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, required=True)
+    parser.add_argument("--candidate", type=Path, nargs="+", required=True)
+    parser.add_argument("--name", default="CIFG", help="the candidate's name in the table")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    base = cells_of([args.base])
+    missing = [k for k in ((n, h) for n in REFERENCE_MSE for h in HORIZONS) if k not in base]
+    if missing:
+        raise SystemExit(f"--base lacks {len(missing)} of the 16 cells, e.g. {missing[0]}")
+    candidate = cells_of(args.candidate)
+    seeds = {json.loads(p.read_text())["meta"]["settings"]["seed"] for p in [args.base]}
+    seeds |= {json.loads(p.read_text())["meta"]["settings"]["seed"] for p in args.candidate}
+    if len(seeds) != 1:
+        raise SystemExit(f"the files come from different seeds: {sorted(seeds)}")
+    choice = choose(base, candidate)
+    rows = []
+    for dataset in REFERENCE_MSE:
+        for i, horizon in enumerate(HORIZONS):
+            b, c = base[(dataset, horizon)], candidate.get((dataset, horizon))
+            chosen = choice[dataset]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "horizon": horizon,
+                    "base_val": b["val_loss"],
+                    "base_mse": b["mse"],
+                    "candidate_val": c["val_loss"] if c else None,
+                    "candidate_mse": c["mse"] if c else None,
+                    "chosen": args.name if chosen == "candidate" else "LSTM",
+                    "chosen_mse": (c if chosen == "candidate" else b)["mse"],
+                }
+                | {m: REFERENCE_MSE[dataset][m][i] for m in MODELS}
+            )
+    datasets = {}
+    for dataset in REFERENCE_MSE:
+        ran = [r for r in rows if r["dataset"] == dataset and r["candidate_val"] is not None]
+        datasets[dataset] = {
+            "base_val": statistics.mean(r["base_val"] for r in ran) if ran else None,
+            "candidate_val": statistics.mean(r["candidate_val"] for r in ran) if ran else None,
+            "candidate_horizons": len(ran),
+            "chosen": args.name if choice[dataset] == "candidate" else "LSTM",
+        }
+        if not ran:
+            datasets[dataset]["base_val"] = statistics.mean(
+                r["base_val"] for r in rows if r["dataset"] == dataset
+            )
+    averages = {"chosen": statistics.mean(r["chosen_mse"] for r in rows)}
+    averages["base"] = statistics.mean(r["base_mse"] for r in rows)
+    averages |= {m: statistics.mean(r[m] for r in rows) for m in MODELS}
+    report = {
+        "command": "python benchmarks/ett_choose.py "
+        + " ".join(f"--{k} {v}" for k, v in (("base", args.base), ("name", args.name)))
+        + " --candidate "
+        + " ".join(str(p) for p in args.candidate)
+        + f" --out {args.out}",
+        "seed": seeds.pop(),
+        "candidate_name": args.name,
+        "base_file": args.base.name,
+        "candidate_files": [p.name for p in args.candidate],
+        "rows": rows,
+        "datasets": datasets,
+        "averages": averages,
+    }
+    write_report(args.out, report, markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -33,8 +33,44 @@ def cells_of(paths: list[Path]) -> dict[tuple[str, int], dict]:
             key = (row["dataset"], row["horizon"])
             if key in cells:
                 raise SystemExit(f"{key[0]} at {key[1]} appears twice (again in {path})")
+            if not isinstance(row.get("val_loss"), float) or row["val_loss"] != row["val_loss"]:
+                raise SystemExit(f"{key[0]} at {key[1]} in {path} has no validation loss")
             cells[key] = row | {"file": path.name}
     return cells
+
+
+# ett.py settings that must agree between the files compared (the cell may differ)
+SAME = (
+    "seed",
+    "hidden",
+    "dropout",
+    "normalization",
+    "epochs",
+    "patience",
+    "batch_size",
+    "lr",
+    "lr_grid",
+    "segment_len",
+    "lr_decay",
+    "hold_epochs",
+    "stride",
+    "max_steps",
+    "rnn",
+)
+
+
+def check_settings(paths: list[Path]) -> set[str]:
+    """The seed the files share; exits naming the setting where two runs differ."""
+    first: dict[str, str] = {}
+    for path in paths:
+        for run in json.loads(path.read_text())["runs"]:
+            for key in SAME:
+                value = run["settings"].get(key)
+                if value is None:  # an older ett.py, before the setting existed
+                    continue
+                if first.setdefault(key, value) != value:
+                    raise SystemExit(f"{path.name}: {key}={value}, another file has {first[key]}")
+    return {first["seed"]}
 
 
 def choose(base: dict, candidate: dict) -> dict[str, str]:
@@ -103,10 +139,7 @@ def main() -> None:
     if missing:
         raise SystemExit(f"--base lacks {len(missing)} of the 16 cells, e.g. {missing[0]}")
     candidate = cells_of(args.candidate)
-    seeds = {json.loads(p.read_text())["meta"]["settings"]["seed"] for p in [args.base]}
-    seeds |= {json.loads(p.read_text())["meta"]["settings"]["seed"] for p in args.candidate}
-    if len(seeds) != 1:
-        raise SystemExit(f"the files come from different seeds: {sorted(seeds)}")
+    seeds = check_settings([args.base, *args.candidate])
     choice = choose(base, candidate)
     rows = []
     for dataset in REFERENCE_MSE:

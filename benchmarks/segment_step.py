@@ -41,6 +41,12 @@ def step_seconds(cell: str, segment: int, horizon: int, mode: str, repeats: int)
     batch = {"past_target": torch.randn(256, 96, 7)}
     target = torch.randn(256, horizon, 7, 1)
     real_layer, real_check = decoding._LSTMLayer, decoding.pair_step_unsupported
+    real_pair_step = decoding.pair_step
+    fused_calls = []
+
+    def counted_pair_step(*args):
+        fused_calls.append(1)
+        return real_pair_step(*args)
 
     def step() -> None:
         optimizer.zero_grad()
@@ -51,11 +57,18 @@ def step_seconds(cell: str, segment: int, horizon: int, mode: str, repeats: int)
     if mode == "rowwise":  # decode_step factors only an lstmkit LSTM: hide the class
         decoding._LSTMLayer = type(None)
     if mode == "broadcast":  # the fused pair step declines: PyTorch ops
-        decoding.pair_step_unsupported = lambda cell, like: "benchmarking the other path"
+        decoding.pair_step_unsupported = lambda *args: "benchmarking the other path"
+    decoding.pair_step = counted_pair_step
     try:
-        return median_seconds(step, repeats, warmup=1)
+        seconds = median_seconds(step, repeats, warmup=1)
     finally:
         decoding._LSTMLayer, decoding.pair_step_unsupported = real_layer, real_check
+        decoding.pair_step = real_pair_step
+    if bool(fused_calls) != (mode == "fused"):
+        raise SystemExit(
+            f"{cell}: the {mode} mode did not take its path (fused step calls: {len(fused_calls)})"
+        )
+    return seconds
 
 
 def markdown(report: dict) -> str:

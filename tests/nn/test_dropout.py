@@ -149,3 +149,14 @@ def test_dropout_module_is_elementwise_and_scales_its_gradient():
     assert drop.eval()(x) is x
     with pytest.raises(ValueError, match=r"p must be a number in \[0, 1\), got 1.0"):
         Dropout(1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_masks_keep_their_rate(dtype):
+    """The draw is compared with 1 - p in float32: in bfloat16, 0.999 would round to 1.0."""
+    torch.manual_seed(2)
+    for p in (0.001, 0.01):
+        mask = dropout_mask(p, (1000, 1000), torch.empty(0, dtype=dtype))
+        assert mask.dtype == dtype
+        dropped = (mask == 0).double().mean().item()
+        assert abs(dropped - p) < 4 * (p * (1 - p) / mask.numel()) ** 0.5, (p, dropped)

@@ -157,8 +157,8 @@ def test_small_batches_split_units_across_threads_exactly(
 def test_the_unit_split_at_wider_layers(unit_split, hidden, cell):
     """Two threads, batch 1: each thread's forward product is G/2 columns wide, which the
     AVX-512 single-row product runs in 256-column blocks and a narrow rest (hidden 128: CIFG 192
-    columns; 160: 320 = 256 + 64, CIFG 240; 512: 1024, CIFG 768), or oneDNN where it is not a
-    multiple of 16 (200: 400 and 300 columns)."""
+    columns; 160: 320 = 256 + 64, CIFG 240; 200: 400 = 256 + 144; 512: 1024, CIFG 768), or oneDNN
+    where it is not a multiple of 16 (CIFG at 200: 300 columns)."""
     _check_float32_layer(cell, hidden, batch=1)
 
 
@@ -474,7 +474,43 @@ def test_the_pair_step_says_what_it_cannot_run(kernel):
         pair_step(LSTM(3, 4, cell="layernorm").cell(0), x, h, c)
     with pytest.raises(ValueError, match=r"no projection \(proj_size > 0\)"):
         pair_step(LSTM(3, 4, proj_size=2).cell(0), x, h, c)
-    with pytest.raises(ValueError, match="float32/float64 CPU tensors, got torch.float16 on cpu"):
+    with pytest.raises(ValueError, match="of one dtype, got torch.float16 on cpu, torch.float32"):
         pair_step(LSTM(3, 4).cell(0), x.half(), h.half(), c.half())
+    with pytest.raises(ValueError, match="of one dtype, got torch.float32 on cpu, torch.float64"):
+        pair_step(LSTM(3, 4).cell(0), x, h.double(), c)
     with pytest.raises(RuntimeError, match=r"do not match: xq \[2, 3, 16\], hh \[5, 2, 12\]"):
         pair_step(LSTM(3, 4).cell(0), x, h[..., :12], c)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
+def test_the_pair_step_on_two_threads(kernel, cell):
+    """Enough pairs for the threaded loops of csrc/pairs.h (rows split among threads, dxq and
+    the peephole gradients summed per thread): against the same step in PyTorch ops."""
+    from lstmkit.nn.backends.pairs import pair_step
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(11)
+        lstm_cell = _perturbed(LSTM(6, 16, cell=cell), torch.float64).cell(0)
+        queries = torch.randn(7, 8, 6, dtype=torch.float64, requires_grad=True)
+        h = torch.randn(64, 7, 16, dtype=torch.float64, requires_grad=True)
+        c = torch.randn(64, 7, 16, dtype=torch.float64, requires_grad=True)
+        weights = torch.randn(64, 7, 8, 16, dtype=torch.float64)
+        results = []
+        for fused in (True, False):
+            x_proj = lstm_cell.project_input(queries)
+            h_proj = lstm_cell.project_hidden(h, lstm_cell.weight_hh)
+            if fused:
+                out = pair_step(lstm_cell, x_proj, h_proj, c)
+            else:
+                out = lstm_cell.activate(x_proj + h_proj.unsqueeze(2), c.unsqueeze(2))[0].h
+            (out * weights).sum().backward()
+            tensors = [queries, h, c, *lstm_cell.parameters()]
+            results.append([out.detach()] + [t.grad.clone() for t in tensors])
+            for t in tensors:
+                t.grad = None
+        for got, expected in zip(*results, strict=True):
+            torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)
+    finally:
+        torch.set_num_threads(threads)

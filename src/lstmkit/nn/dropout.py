@@ -7,6 +7,7 @@ the identity in eval mode, except zoneout, which then uses its expectation.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from lstmkit.nn.cell import LSTMState
@@ -21,7 +22,14 @@ def dropout_mask(p: float, shape: tuple[int, ...], like: Tensor) -> Tensor:
     benchmarks/results/segment_step.md), for the same distribution.
     """
     keep = 1.0 - p
-    return like.new_empty(shape).uniform_().lt_(keep).div_(keep)
+    return uniform(shape, like).lt_(keep).div_(keep).to(like.dtype)
+
+
+def uniform(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """U[0, 1) draws of ``shape`` on ``like``'s device, in float32 for half-precision ``like``: a
+    comparison with p in bfloat16 would round p first (0.999 to 1.0: nothing dropped)."""
+    dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
+    return torch.rand(shape, device=like.device, dtype=dtype)
 
 
 class Dropout(nn.Module):
@@ -93,7 +101,7 @@ class Zoneout(nn.Module):
             return new
         if not self.training:
             return p * old + (1.0 - p) * new
-        keep_old = new.new_empty(new.shape).uniform_().lt_(p)  # (B, H), fresh each step
+        keep_old = uniform(tuple(new.shape), new).lt_(p).to(new.dtype)  # (B, H), every step
         return keep_old * old + (1.0 - keep_old) * new
 
     def forward(self, new: LSTMState, old: LSTMState) -> LSTMState:

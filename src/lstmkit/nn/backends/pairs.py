@@ -26,21 +26,22 @@ from lstmkit.nn.cell import LSTMCell
 PAIR_CELLS = ("lstm", "peephole", "cifg")  # the layer-norm cell would renormalise every pair
 
 
-def pair_step_unsupported(cell: LSTMCell, like: Tensor) -> str | None:
-    """Why ``pair_step`` cannot run ``cell`` on tensors like ``like``, or None."""
+def pair_step_unsupported(cell: LSTMCell, *tensors: Tensor) -> str | None:
+    """Why ``pair_step`` cannot run ``cell`` on ``tensors`` (its inputs), or None."""
     if cell.kind not in PAIR_CELLS:
         return f"the fused pair step runs the {', '.join(PAIR_CELLS)} cells, not {cell.kind!r}"
     if cell.proj_size:
         return "the fused pair step has no projection (proj_size > 0)"
-    if like.device.type != "cpu" or like.dtype not in (torch.float32, torch.float64):
-        got = f"{like.dtype} on {like.device}"
-        return f"the fused pair step runs float32/float64 CPU tensors, got {got}"
+    kinds = {(t.device.type, t.dtype) for t in (*tensors, cell.weight_ih)}
+    if len(kinds) != 1 or next(iter(kinds)) not in {("cpu", torch.float32), ("cpu", torch.float64)}:
+        got = ", ".join(sorted(f"{dtype} on {device}" for device, dtype in kinds))
+        return f"the fused pair step runs float32/float64 CPU tensors of one dtype, got {got}"
     return kernel_unavailable()
 
 
 def pair_step(cell: LSTMCell, x_proj: Tensor, h_proj: Tensor, c_prev: Tensor) -> Tensor:
     """Every pair's new hidden state (B, C, M, H); see the module docstring for the shapes."""
-    reason = pair_step_unsupported(cell, x_proj)
+    reason = pair_step_unsupported(cell, x_proj, h_proj, c_prev)
     if reason is not None:
         raise ValueError(reason)
     peep = None

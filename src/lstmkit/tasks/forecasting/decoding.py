@@ -45,7 +45,7 @@ def decode_step(lstm: nn.Module, queries: Tensor, state: tuple[Tensor, Tensor]) 
     fused = (
         lstm.zoneout is None
         and cfg.backend in ("auto", "kernel")
-        and pair_step_unsupported(cell, x_proj) is None
+        and pair_step_unsupported(cell, x_proj, h_proj, c[0]) is None
     )
     if fused:  # the gate arithmetic of every pair in C++
         out = pair_step(cell, x_proj, h_proj, c[0])
@@ -74,6 +74,7 @@ def _rows_built_out(lstm: nn.Module, queries: Tensor, h: Tensor, c: Tensor) -> T
     rows = queries.repeat(b, 1, 1).reshape(b * channels * m, 1, -1)  # (B*C*m, 1, I)
     pairs = (h.flatten(1, 2).repeat_interleave(m, dim=1), c.flatten(1, 2).repeat_interleave(m, 1))
     config = getattr(lstm, "config", None)
-    time_major = config is not None and not config.batch_first
+    batch_first = config.batch_first if config is not None else getattr(lstm, "batch_first", True)
+    time_major = not batch_first
     out, _ = lstm(rows.transpose(0, 1) if time_major else rows, pairs)
     return (out[0] if time_major else out[:, 0]).reshape(b, channels, m, -1)

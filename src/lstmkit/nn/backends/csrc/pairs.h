@@ -35,6 +35,10 @@ inline PairShapes pair_shapes(const at::Tensor& xq, const at::Tensor& hh, const 
               "pair step: expected xq (C, M, G), hh (B, C, G), c0 (B, C, H)");
   const PairShapes n{hh.size(0), hh.size(1), xq.size(1), xq.size(2), c0.size(2)};
   TORCH_CHECK(kind != kLayerNorm, "pair step: the layer-norm cell is not supported");
+  for (const at::Tensor* t : {&hh, &c0})
+    TORCH_CHECK(t->scalar_type() == xq.scalar_type() && t->device() == xq.device() &&
+                    xq.device().is_cpu(),
+                "pair step: xq, hh and c0 must be CPU tensors of one dtype");
   TORCH_CHECK(xq.size(0) == n.C && c0.size(0) == n.B && c0.size(1) == n.C &&
                   hh.size(2) == n.G && n.G == gate_blocks(kind) * n.H,
               "pair step: shapes do not match: xq ", xq.sizes(), ", hh ", hh.sizes(), ", c0 ",
@@ -48,8 +52,10 @@ CellParams<T> pair_params(int64_t kind, int64_t H, const std::optional<at::Tenso
   p.kind = kind;
   p.H = H;
   if (kind == kPeephole) {
-    TORCH_CHECK(peep && peep->is_contiguous() && peep->numel() == 3 * H,
-                "pair step: the peephole cell needs its (3, H) weights");
+    TORCH_CHECK(peep && peep->is_contiguous() && peep->numel() == 3 * H &&
+                    peep->scalar_type() == c10::CppTypeToScalarType<T>::value && peep->is_cpu(),
+                "pair step: the peephole cell needs its (3, H) weights, on the CPU, in the "
+                "inputs' dtype");
     p.peep = peep->data_ptr<T>();
   }
   return p;

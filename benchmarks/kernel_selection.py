@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from report import median_seconds
+from report import lstm_call_ms
 
 from lstmkit.nn import LSTM
 from lstmkit.nn.backends import Placement, select_backend
@@ -43,16 +43,7 @@ def median_ms(backend: str, shape: tuple[int, ...], repeats: int, train: bool) -
     torch.manual_seed(0)
     lstm = LSTM(inputs, hidden, layers, backend=backend).train(train)
     x = torch.randn(batch, steps, inputs, requires_grad=train)
-
-    def run() -> None:
-        if not train:
-            with torch.no_grad():
-                lstm(x)
-            return
-        out, _ = lstm(x)
-        out.sum().backward()
-
-    return median_seconds(run, repeats) * 1e3
+    return lstm_call_ms(lstm, x, train, repeats)
 
 
 def auto_choice(shape: tuple[int, ...], train: bool) -> str:

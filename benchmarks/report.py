@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import platform
 import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
+
+import torch
 
 
 def short_commit() -> str:
@@ -28,6 +32,35 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> f
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def lstm_call_ms(
+    lstm: torch.nn.Module, x: torch.Tensor, train: bool, repeats: int, warmup: int = 2
+) -> float:
+    """Median ms of one call of ``lstm`` on ``x``: the forward pass without gradients, or
+    (``train``) forward and backward from ``out.sum()``."""
+
+    def run() -> None:
+        if not train:
+            with torch.no_grad():
+                lstm(x)
+            return
+        out, _ = lstm(x)
+        out.sum().backward()
+
+    return median_seconds(run, repeats, warmup) * 1e3
+
+
+def run_meta(command: str, threads: int) -> dict:
+    """What a result file records about its run: command, commit, date, machine, threads."""
+    return {
+        "command": command,
+        "commit": short_commit(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "threads": threads,
+        "torch": torch.__version__,
+    }
 
 
 def write_report(out: Path, report: dict, markdown: Callable[[dict], str]) -> None:

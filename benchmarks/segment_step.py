@@ -15,12 +15,10 @@ shape.
 from __future__ import annotations
 
 import argparse
-import platform
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from report import median_seconds, short_commit, write_report
+from report import median_seconds, run_meta, write_report
 
 import lstmkit.tasks.forecasting.decoding as decoding
 from lstmkit.tasks.forecasting.models import ModelConfig, SegmentForecaster, Shapes
@@ -116,17 +114,11 @@ def main() -> None:
                 }
                 | times
             )
-    report = {
-        "command": f"python benchmarks/segment_step.py --threads {args.threads} "
-        f"--repeats {args.repeats} --cells {args.cells}",
-        "commit": short_commit(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "repeats": args.repeats,
-        "rows": rows,
-    }
+    command = (
+        f"python benchmarks/segment_step.py --threads {args.threads} "
+        f"--repeats {args.repeats} --cells {args.cells}"
+    )
+    report = run_meta(command, args.threads) | {"repeats": args.repeats, "rows": rows}
     write_report(args.out, report, markdown)
 
 

@@ -12,12 +12,10 @@ forecaster's encoder at ETTh (batch 256 x 7 channels, 4 segment tokens of width 
 from __future__ import annotations
 
 import argparse
-import platform
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from report import median_seconds, short_commit, write_report
+from report import lstm_call_ms, run_meta, write_report
 
 from lstmkit.nn import LSTM
 
@@ -30,16 +28,7 @@ def median_ms(cell: str, backend: str, shape: tuple[int, ...], train: bool, repe
     torch.manual_seed(0)
     lstm = LSTM(inputs, hidden, cell=cell, backend=backend).train(train)
     x = torch.randn(batch, steps, inputs, requires_grad=train)
-
-    def run() -> None:
-        if not train:
-            with torch.no_grad():
-                lstm(x)
-            return
-        out, _ = lstm(x)
-        out.sum().backward()
-
-    return median_seconds(run, repeats, warmup=3) * 1e3
+    return lstm_call_ms(lstm, x, train, repeats, warmup=3)
 
 
 def markdown(report: dict) -> str:
@@ -86,17 +75,10 @@ def main() -> None:
                     {"cell": cell, "shape": shape, "pass": "fwd+bwd" if train else "forward"}
                     | times
                 )
-    report = {
-        "command": "python benchmarks/variants.py "
-        + f"--threads {args.threads} --repeats {args.repeats} --cells {args.cells}",
-        "commit": short_commit(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "repeats": args.repeats,
-        "rows": rows,
-    }
+    command = "python benchmarks/variants.py " + (
+        f"--threads {args.threads} --repeats {args.repeats} --cells {args.cells}"
+    )
+    report = run_meta(command, args.threads) | {"repeats": args.repeats, "rows": rows}
     write_report(args.out, report, markdown)
 
 

@@ -67,21 +67,10 @@ class LockedDropout(nn.Module):
         return f"p={self.p}"
 
 
-class WeightDrop(nn.Module):
+class WeightDrop(Dropout):
     """DropConnect on a weight matrix, one mask per forward call (Wan et al. 2013; Merity et al.
-    2017 apply it to the recurrent weights ``W_hh`` of an LSTM)."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = check_probability("p", p)
-
-    def forward(self, weight: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return weight
-        return weight * dropout_mask(self.p, tuple(weight.shape), weight)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+    2017 apply it to the recurrent weights ``W_hh`` of an LSTM): elementwise dropout of the
+    weight itself."""
 
 
 class Zoneout(nn.Module):

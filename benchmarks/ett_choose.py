@@ -73,18 +73,23 @@ def check_settings(paths: list[Path]) -> set[str]:
     return {first["seed"]}
 
 
-def choose(base: dict, candidate: dict) -> dict[str, str]:
-    """Per dataset: "candidate" where it ran every horizon with a lower mean validation MSE."""
-    choice = {}
-    for name in REFERENCE_MSE:
-        keys = [(name, h) for h in HORIZONS]
-        if not all(k in candidate for k in keys):
-            choice[name] = "base"
-            continue
-        base_val = statistics.mean(base[k]["val_loss"] for k in keys)
-        cand_val = statistics.mean(candidate[k]["val_loss"] for k in keys)
-        choice[name] = "candidate" if cand_val < base_val else "base"
-    return choice
+def choose(base: dict, candidate: dict, name: str) -> dict[str, dict]:
+    """Per dataset: the mean validation MSE of both over the horizons the candidate ran, and the
+    choice: the candidate where it ran every horizon with the lower mean."""
+    datasets = {}
+    for dataset in REFERENCE_MSE:
+        ran = [(dataset, h) for h in HORIZONS if (dataset, h) in candidate]
+        over = ran or [(dataset, h) for h in HORIZONS]
+        base_val = statistics.mean(base[k]["val_loss"] for k in over)
+        cand_val = statistics.mean(candidate[k]["val_loss"] for k in ran) if ran else None
+        better = len(ran) == len(HORIZONS) and cand_val < base_val
+        datasets[dataset] = {
+            "base_val": base_val,
+            "candidate_val": cand_val,
+            "candidate_horizons": len(ran),
+            "chosen": name if better else "LSTM",
+        }
+    return datasets
 
 
 def markdown(report: dict) -> str:
@@ -140,12 +145,12 @@ def main() -> None:
         raise SystemExit(f"--base lacks {len(missing)} of the 16 cells, e.g. {missing[0]}")
     candidate = cells_of(args.candidate)
     seeds = check_settings([args.base, *args.candidate])
-    choice = choose(base, candidate)
+    datasets = choose(base, candidate, args.name)
     rows = []
     for dataset in REFERENCE_MSE:
         for i, horizon in enumerate(HORIZONS):
             b, c = base[(dataset, horizon)], candidate.get((dataset, horizon))
-            chosen = choice[dataset]
+            chosen = datasets[dataset]["chosen"]
             rows.append(
                 {
                     "dataset": dataset,
@@ -154,23 +159,10 @@ def main() -> None:
                     "base_mse": b["mse"],
                     "candidate_val": c["val_loss"] if c else None,
                     "candidate_mse": c["mse"] if c else None,
-                    "chosen": args.name if chosen == "candidate" else "LSTM",
-                    "chosen_mse": (c if chosen == "candidate" else b)["mse"],
+                    "chosen": chosen,
+                    "chosen_mse": (b if chosen == "LSTM" else c)["mse"],
                 }
                 | {m: REFERENCE_MSE[dataset][m][i] for m in MODELS}
-            )
-    datasets = {}
-    for dataset in REFERENCE_MSE:
-        ran = [r for r in rows if r["dataset"] == dataset and r["candidate_val"] is not None]
-        datasets[dataset] = {
-            "base_val": statistics.mean(r["base_val"] for r in ran) if ran else None,
-            "candidate_val": statistics.mean(r["candidate_val"] for r in ran) if ran else None,
-            "candidate_horizons": len(ran),
-            "chosen": args.name if choice[dataset] == "candidate" else "LSTM",
-        }
-        if not ran:
-            datasets[dataset]["base_val"] = statistics.mean(
-                r["base_val"] for r in rows if r["dataset"] == dataset
             )
     averages = {"chosen": statistics.mean(r["chosen_mse"] for r in rows)}
     averages["base"] = statistics.mean(r["base_mse"] for r in rows)

@@ -42,29 +42,24 @@ class Dropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        return x * dropout_mask(self.p, tuple(x.shape), x)
+        return x * dropout_mask(self.p, self.mask_shape(x), x)
+
+    def mask_shape(self, x: Tensor) -> tuple[int, ...]:
+        """One mask value per element (broadcast over the dims where the mask has size 1)."""
+        return tuple(x.shape)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
 
-class LockedDropout(nn.Module):
+class LockedDropout(Dropout):
     """Variational ("locked") dropout: one mask per sequence, shared by every time step.
 
     Gal & Ghahramani 2016; awd-lstm-lm's ``LockedDropout``. Input is time-major (T, B, F).
     """
 
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = check_probability("p", p)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        return x * dropout_mask(self.p, (1, *x.shape[1:]), x)  # mask (1, B, F) over all T
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+    def mask_shape(self, x: Tensor) -> tuple[int, ...]:
+        return (1, *x.shape[1:])  # (1, B, F): the same mask at every step
 
 
 class WeightDrop(Dropout):

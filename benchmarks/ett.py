@@ -148,6 +148,7 @@ def run_cell(path: Path, name: str, horizon: int, lr: float, args: argparse.Name
             batch_size=args.batch_size,
             seed=args.seed,
             clip_norm=None,
+            ema_decay=args.ema_decay,
             optim=OptimConfig(lr=lr),
             schedule=ScheduleConfig(
                 name="step",
@@ -277,6 +278,9 @@ def main() -> None:
     )
     parser.add_argument("--lr-decay", type=float, default=0.8, help="lr factor per epoch")
     parser.add_argument("--hold-epochs", type=int, default=4, help="epochs at the full lr")
+    parser.add_argument(
+        "--ema-decay", type=float, default=0.0, help="validate a moving average of the weights"
+    )
     parser.add_argument("--stride", type=int, default=1, help="between training windows")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=2024)

@@ -142,6 +142,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimiser step
     clip_norm: float | None = 1.0  # clip the global gradient norm to this; None = off
     clip_value: float | None = None  # clip each gradient element to ±this; None = off
+    ema_decay: float = 0.0  # validate and keep a moving average of the weights; 0 = off
     precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast + grad scaler)
     device: str = "auto"  # "auto" picks cuda, then mps, then cpu
     seed: int = 0  # seeds python, numpy and torch
@@ -170,6 +171,7 @@ class TrainConfig:
         ):
             _integer("", name, getattr(self, name), minimum=minimum)
         _number("", "max_seconds", self.max_seconds, nonneg=True)
+        _number("", "ema_decay", self.ema_decay, nonneg=True, below_one=True)
         for name in ("clip_norm", "clip_value"):
             value = getattr(self, name)
             ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0

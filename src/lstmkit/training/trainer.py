@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from lstmkit.training import distributed as dist_util
+from lstmkit.training.averaging import WeightAverage
 from lstmkit.training.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.training.config import TrainConfig
 from lstmkit.training.device import autocast, check_precision, grad_scaler, resolve_device
@@ -165,6 +166,7 @@ class Trainer:
             stopper=EarlyStopping(cfg.early_stopping),
             metrics_log=MetricsLog(self.run_dir if ctx.is_main else None, cfg.tensorboard),
             reason=f"reached max_epochs={cfg.max_epochs}",
+            average=WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay else None,
         )
         if self.run_dir is not None and ctx.is_main:
             write_run_metadata(self.run_dir, self.saved_config)
@@ -206,6 +208,9 @@ class Trainer:
             run.metrics_log.close()
         if self._restore_best(run):
             run.reason += f"; restored the best weights (step {run.stopper.best_step})"
+        elif run.average is not None:
+            self.model.load_state_dict(run.average.module.state_dict())
+            run.reason += "; the model holds the averaged weights"
         dist_util.barrier(ctx)
         log.info("training ended after %d steps: %s", run.pos.step, run.reason)
         return FitResult(
@@ -303,6 +308,8 @@ class Trainer:
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
+        if run.average is not None:
+            run.average.update(self.model)
         run.schedule.after_step()
         pos.step += 1
         pos.clip_events += clipped
@@ -363,7 +370,7 @@ class Trainer:
         if val_data is None:
             return
         pos = run.pos
-        metrics = self.evaluate(net, val_data)
+        metrics = self.evaluate(net if run.average is None else run.average.module, val_data)
         monitor = self.config.early_stopping.monitor
         if monitor not in metrics:
             raise ValueError(
@@ -378,9 +385,11 @@ class Trainer:
         decision = run.stopper.update(value, pos.step)
         log.info("step %d: %s", pos.step, decision.reason)
         if decision.improved:
-            run.best_weights = {
-                k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()
-            }
+            run.best_weights = (
+                {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
+                if run.average is None
+                else run.average.weights()  # the weights that were validated
+            )
             if self.best_checkpoint is not None and self.ctx.is_main:
                 save_checkpoint(
                     self.best_checkpoint,
@@ -419,6 +428,7 @@ class Trainer:
                 "position": vars(run.pos).copy(),
                 "stopped": {"stop": run.stop, "reason": run.reason},
                 "best_model": run.best_weights,  # so a resume restores the same best weights
+                "average": None if run.average is None else run.average.state_dict(),
                 "history": run.history,
                 "rng": capture_rng_state(),
                 "carry": run.carry,
@@ -441,6 +451,13 @@ class Trainer:
                 f"{state.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
             )
         load_weights(self.model, state["model"], path)
+        if run.average is not None:
+            if state.get("average") is None:
+                raise ValueError(
+                    f"{path} holds no weight average, but ema_decay is {self.config.ema_decay}: "
+                    "resume with the ema_decay the run was started with (0 if none)"
+                )
+            run.average.load_state_dict(state["average"])
         run.optimizer.load_state_dict(state["optimizer"])
         run.schedule.load_state_dict(state["schedule"])
         run.scaler.load_state_dict(state["scaler"])
@@ -478,6 +495,7 @@ class _Run:
     stop: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
     best_weights: dict[str, Tensor] | None = None
+    average: WeightAverage | None = None  # the moving average of the weights (ema_decay)
 
 
 def load_weights(

@@ -1,5 +1,7 @@
 """The forecasting conformance harness and the models, on small synthetic series."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +16,7 @@ from lstmkit.tasks.forecasting import (
     evaluate,
 )
 from lstmkit.training import EarlyStoppingConfig, OptimConfig, TrainConfig
+from lstmkit.training.checkpoint import load_checkpoint
 
 FAST = TrainConfig(
     max_epochs=3,
@@ -193,3 +196,27 @@ def test_seasonal_periods_by_frequency():
     }
     assert {f: seasonal_period(f) for f in expected} == expected
     assert DataConfig(time_col="t", targets="y", seasonal_period=30).period("D") == 30
+
+
+def test_a_weight_average_is_what_the_forecaster_keeps_and_saves(wide_frame, tmp_path):
+    averaged = ForecastConfig(
+        data=DataConfig(time_col="time", targets=("a", "b"), input_len=24, horizon=6, test_size=6),
+        model=ModelConfig(kind="segment", hidden_size=16, segment_len=6),
+        train=dataclasses.replace(FAST, ema_decay=0.9),
+    )
+    forecaster = Forecaster(averaged)
+    fit = forecaster.fit(wide_frame, run_dir=tmp_path / "run")
+    # the restored weights are the best validated average, not the last step's weights
+    last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.safetensors")
+    for name, value in forecaster.model.state_dict().items():
+        torch.testing.assert_close(value, best["model"][name], rtol=0, atol=0)
+    assert any(
+        not torch.equal(last["model"][name], value)
+        for name, value in forecaster.model.state_dict().items()
+    )
+    assert fit.best_metric == min(h["val_loss"] for h in fit.history)
+    forecaster.save(tmp_path / "f.safetensors")
+    loaded = Forecaster.load_from(tmp_path / "f.safetensors")
+    assert loaded.config.train.ema_decay == 0.9
+    pd.testing.assert_frame_equal(loaded.predict(wide_frame), forecaster.predict(wide_frame))

@@ -24,7 +24,8 @@ class WeightAverage:
     """The moving average of ``model``'s parameters; ``module`` is a model holding it."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
+        real = isinstance(decay, float | int) and not isinstance(decay, bool)
+        if not (real and 0.0 < decay < 1.0):
             raise ValueError(
                 f"the averaging decay must lie strictly between 0 and 1, got {decay!r}"
             )
@@ -37,11 +38,6 @@ class WeightAverage:
     def module(self) -> nn.Module:
         """A copy of the model holding the averaged weights (for evaluation)."""
         return self._averaged.module
-
-    @property
-    def updates(self) -> int:
-        """Optimiser steps averaged so far."""
-        return int(self._averaged.n_averaged.item())
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:

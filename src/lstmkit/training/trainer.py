@@ -305,11 +305,13 @@ class Trainer:
             clipped = (
                 bool(nn.utils.clip_grad_norm_(params, cfg.clip_norm) > cfg.clip_norm) or clipped
             )
+        watch = run.average is not None and scaler.is_enabled()  # fp16 skips inf/NaN steps
+        scale = scaler.get_scale() if watch else 0.0
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        if run.average is not None:
-            run.average.update(self.model)
+        if run.average is not None and not (watch and scaler.get_scale() < scale):
+            run.average.update(self.model)  # not after a step the scaler skipped
         run.schedule.after_step()
         pos.step += 1
         pos.clip_events += clipped
@@ -451,12 +453,15 @@ class Trainer:
                 f"{state.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
             )
         load_weights(self.model, state["model"], path)
+        decay = (state.get("config") or {}).get("train", {}).get("ema_decay", 0.0)
+        if decay != self.config.ema_decay or (run.average is not None) != bool(
+            state.get("average")
+        ):
+            raise ValueError(
+                f"{path} was trained with ema_decay={decay}, but this run has ema_decay="
+                f"{self.config.ema_decay}: resume with the setting the run was started with"
+            )
         if run.average is not None:
-            if state.get("average") is None:
-                raise ValueError(
-                    f"{path} holds no weight average, but ema_decay is {self.config.ema_decay}: "
-                    "resume with the ema_decay the run was started with (0 if none)"
-                )
             run.average.load_state_dict(state["average"])
         run.optimizer.load_state_dict(state["optimizer"])
         run.schedule.load_state_dict(state["schedule"])

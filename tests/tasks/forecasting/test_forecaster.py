@@ -199,23 +199,34 @@ def test_seasonal_periods_by_frequency():
 
 
 def test_a_weight_average_is_what_the_forecaster_keeps_and_saves(wide_frame, tmp_path):
-    averaged = ForecastConfig(
-        data=DataConfig(time_col="time", targets=("a", "b"), input_len=24, horizon=6, test_size=6),
-        model=ModelConfig(kind="segment", hidden_size=16, segment_len=6),
-        train=dataclasses.replace(FAST, ema_decay=0.9),
-    )
-    forecaster = Forecaster(averaged)
-    fit = forecaster.fit(wide_frame, run_dir=tmp_path / "run")
-    # the restored weights are the best validated average, not the last step's weights
+    def fit(decay, run_dir):
+        config = ForecastConfig(
+            data=DataConfig(
+                time_col="time", targets=("a", "b"), input_len=24, horizon=6, test_size=6
+            ),
+            model=ModelConfig(kind="segment", hidden_size=16, segment_len=6),
+            train=dataclasses.replace(FAST, ema_decay=decay),
+        )
+        forecaster = Forecaster(config)
+        return forecaster, forecaster.fit(wide_frame, run_dir=run_dir)
+
+    forecaster, result = fit(0.9, tmp_path / "run")
+    _, plain = fit(0.0, tmp_path / "plain")
+    # the same seed and data: validation differs only because it scores the average
+    assert [h["val_loss"] for h in result.history] != [h["val_loss"] for h in plain.history]
     last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")
     best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.safetensors")
+    assert last["average"] is not None
+    assert (
+        load_checkpoint(tmp_path / "plain" / "checkpoints" / "last.safetensors")["average"] is None
+    )
+    # the model keeps the best validated average, not the last step's weights
     for name, value in forecaster.model.state_dict().items():
         torch.testing.assert_close(value, best["model"][name], rtol=0, atol=0)
     assert any(
         not torch.equal(last["model"][name], value)
         for name, value in forecaster.model.state_dict().items()
     )
-    assert fit.best_metric == min(h["val_loss"] for h in fit.history)
     forecaster.save(tmp_path / "f.safetensors")
     loaded = Forecaster.load_from(tmp_path / "f.safetensors")
     assert loaded.config.train.ema_decay == 0.9

@@ -1,11 +1,12 @@
-"""Choose the LSTM cell per ETT dataset on validation, then report the test table it gives.
+"""Choose a configuration per ETT dataset on validation, then report the test table it gives.
 
     python benchmarks/ett_choose.py --base benchmarks/results/ett_hold4_s2024.json \
         --candidate benchmarks/results/ett_cifg_s2024_*.json --name CIFG \
         --out benchmarks/results/ett_choice_s2024.json
 
 ``--base`` is one seed's 16-cell result file of ``ett.py`` (the plain LSTM); ``--candidate``
-files hold another configuration's runs with the same seed, any cells. The rule, fixed before
+files hold another configuration's runs with the same seed, any cells (another cell, or a
+training option such as ``--ema-decay``). The rule, fixed before
 looking at test numbers: per dataset, the candidate replaces the base only if it ran at all four
 horizons and its mean validation MSE over them is lower; everywhere else the base stays. The
 table lists every cell's validation and test MSE for both, which one the rule took, and the
@@ -95,7 +96,7 @@ def choose(base: dict, candidate: dict, name: str) -> dict[str, dict]:
 def markdown(report: dict) -> str:
     name = report["candidate_name"]
     lines = [
-        f"# ETT: the cell per dataset chosen on validation (LSTM or {name}), seed {report['seed']}",
+        f"# ETT: LSTM or {name} per dataset, chosen on validation, seed {report['seed']}",
         "",
         f"`{report['command']}`",
         "",

@@ -29,7 +29,6 @@ class WeightAverage:
             raise ValueError(
                 f"the averaging decay must lie strictly between 0 and 1, got {decay!r}"
             )
-        self.decay = decay
         self._averaged = AveragedModel(
             model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False
         )
@@ -43,10 +42,6 @@ class WeightAverage:
     def update(self, model: nn.Module) -> None:
         """Fold ``model``'s current weights into the average (after an optimiser step)."""
         self._averaged.update_parameters(model)
-
-    def weights(self) -> dict[str, Tensor]:
-        """The averaged model's state dict, detached and on the CPU."""
-        return {k: v.detach().clone().cpu() for k, v in self.module.state_dict().items()}
 
     def state_dict(self) -> dict[str, Tensor]:
         return dict(self._averaged.state_dict())

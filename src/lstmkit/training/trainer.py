@@ -387,11 +387,10 @@ class Trainer:
         decision = run.stopper.update(value, pos.step)
         log.info("step %d: %s", pos.step, decision.reason)
         if decision.improved:
-            run.best_weights = (
-                {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
-                if run.average is None
-                else run.average.weights()  # the weights that were validated
-            )
+            validated = self.model if run.average is None else run.average.module
+            run.best_weights = {
+                k: v.detach().clone().cpu() for k, v in validated.state_dict().items()
+            }
             if self.best_checkpoint is not None and self.ctx.is_main:
                 save_checkpoint(
                     self.best_checkpoint,
@@ -454,9 +453,7 @@ class Trainer:
             )
         load_weights(self.model, state["model"], path)
         decay = (state.get("config") or {}).get("train", {}).get("ema_decay", 0.0)
-        if decay != self.config.ema_decay or (run.average is not None) != bool(
-            state.get("average")
-        ):
+        if decay != self.config.ema_decay:
             raise ValueError(
                 f"{path} was trained with ema_decay={decay}, but this run has ema_decay="
                 f"{self.config.ema_decay}: resume with the setting the run was started with"

@@ -16,7 +16,13 @@ import torch
 
 from lstmkit.nn import LSTM
 from lstmkit.nn.backends import BACKENDS, Placement
-from lstmkit.nn.backends.kernel import CELL_KINDS, DISABLE_ENV, kernel_unavailable, load_kernel
+from lstmkit.nn.backends.kernel import (
+    CELL_KINDS,
+    DISABLE_ENV,
+    build_failure,
+    kernel_unavailable,
+    load_kernel,
+)
 
 
 @pytest.fixture(scope="session")
@@ -205,6 +211,32 @@ def test_an_expanded_output_gradient(kernel):
     for lstm in (reference, ours):
         out, _ = lstm(x)
         out.sum().backward()
+        grads.append({n: p.grad for n, p in lstm.named_parameters()})
+    for name, value in grads[0].items():
+        torch.testing.assert_close(grads[1][name], value, atol=1e-10, rtol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_outputs_edited_in_place_after_the_forward(kernel, layers, bidirectional, batch_first):
+    """An in-place op on the outputs (an in-place ReLU after the layer) works as it does on
+    torch.nn.LSTM: backward reads the outputs from a copy of its own, and h_n, c_n are not views.
+    """
+    torch.manual_seed(6)
+    reference = _perturbed(
+        LSTM(4, 6, layers, bidirectional=bidirectional, batch_first=batch_first),
+        torch.float64,
+    )
+    reference.config = reference.config.replace(backend="reference")
+    ours = _with_backend(reference, "kernel")
+    x = torch.randn(3, 5, 4, dtype=torch.float64)
+    grads = []
+    for lstm in (reference, ours):
+        out, (h, c) = lstm(x)
+        out.relu_()
+        h.mul_(2.0)
+        c.mul_(3.0)
+        ((out * out).sum() + h.sum() + (c * c).sum()).backward()
         grads.append({n: p.grad for n, p in lstm.named_parameters()})
     for name, value in grads[0].items():
         torch.testing.assert_close(grads[1][name], value, atol=1e-10, rtol=1e-10, msg=name)
@@ -411,14 +443,53 @@ def test_auto_passes_the_kernel_over_and_says_why(kernel):
     )
 
 
+@pytest.mark.parametrize("cell", ["lstm", "cifg"])  # fused runs the plain cell, not CIFG
+def test_torch_func_transforms_and_forward_ad_pass_the_kernel_over(kernel, cell):
+    """Under torch.func.grad, vmap or a forward-AD dual level ``auto`` takes a PyTorch path,
+    with the same gradients as outside it; asking for the kernel there names the reason."""
+    torch.manual_seed(7)
+    lstm = _perturbed(LSTM(3, 4, cell=cell), torch.float64)
+    assert lstm.backend_choice.name == "kernel"
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    params = dict(lstm.named_parameters())
+
+    def loss(p, x):
+        return (torch.func.functional_call(lstm, p, (x,))[0] ** 2).sum()
+
+    grads = torch.func.grad(loss)(params, x)
+    loss(params, x).backward()  # the kernel, outside any transform
+    for name, p in params.items():
+        torch.testing.assert_close(grads[name], p.grad, atol=1e-10, rtol=1e-10, msg=name)
+    per_sample = torch.func.vmap(lambda xi: lstm(xi)[0])(x)  # each (T, I) unbatched
+    torch.testing.assert_close(per_sample, lstm(x)[0], atol=1e-10, rtol=1e-10)
+
+    import torch.autograd.forward_ad as fwAD
+
+    tangent = torch.randn_like(x)
+    with fwAD.dual_level():
+        out = lstm(fwAD.make_dual(x, tangent))[0]
+        jvp = fwAD.unpack_dual(out).tangent
+    step = 1e-6  # the directional derivative by central differences
+    with torch.no_grad():
+        numeric = (lstm(x + step * tangent)[0] - lstm(x - step * tangent)[0]) / (2 * step)
+    torch.testing.assert_close(jvp, numeric, atol=1e-7, rtol=1e-6)
+
+    pinned = _with_backend(lstm, "kernel")
+    with pytest.raises(ValueError, match="a torch.func transform .* cannot run through the C"):
+        torch.func.grad(lambda p, x: torch.func.functional_call(pinned, p, (x,))[0].sum())(
+            dict(pinned.named_parameters()), x
+        )
+
+
 def test_kernel_declines_gpu_tensors():
     reason = BACKENDS["kernel"].unsupported_placement(
         Placement(torch.device("cuda"), torch.float32)
     )
     assert reason == (
-        "the C++ kernel runs on CPU tensors, got cuda "
-        "(PyTorch's fused kernel, cuDNN on GPUs, runs there)"
+        "the C++ kernel runs on CPU tensors, got cuda (PyTorch's fused kernel, cuDNN, runs there)"
     )
+    meta = BACKENDS["kernel"].unsupported_placement(Placement(torch.device("meta"), torch.float32))
+    assert meta == "the C++ kernel runs on CPU tensors, got meta"
 
 
 def test_asking_for_the_kernel_where_it_cannot_run_is_an_error(kernel):
@@ -444,6 +515,23 @@ def test_disabled_kernel_falls_back_and_says_why(monkeypatch):
     assert out.shape == (2, 5, 4)
     with pytest.raises(ValueError, match="backend 'kernel' cannot run this configuration"):
         LSTM(3, 4, backend="kernel").explain_backend()
+
+
+def test_a_failed_build_is_explained_by_its_cause():
+    """torch's message starts with the compiler command line; the reason keeps the cause."""
+    command = "/nonexistent/g++ -MMD -MF k.o.d -Werror -O3 -c /src/lstm_kernel.cpp -o k.o "
+    message = (
+        f"Error building extension 'lstmkit_kernel_8ce6': [1/2] {command}\n"
+        f"FAILED: [code=127] k.o \n{command}\n/bin/sh: 1: /nonexistent/g++: not found\n"
+        "ninja: build stopped: subcommand failed.\n"
+    )
+    assert build_failure(RuntimeError(message)) == (
+        "Error building extension 'lstmkit_kernel_8ce6': /bin/sh: 1: /nonexistent/g++: not found"
+    )
+    assert build_failure(OSError("[Errno 20] Not a directory: '/x/ext'")) == (
+        "[Errno 20] Not a directory: '/x/ext'"
+    )
+    assert build_failure(RuntimeError("")) == "RuntimeError"
 
 
 def test_unbuildable_kernel_falls_back_in_a_fresh_process(tmp_path):

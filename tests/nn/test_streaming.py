@@ -97,19 +97,42 @@ def test_streaming_without_the_kernel(monkeypatch):
 def test_bad_step_input_names_what_was_expected():
     stream = LSTM(5, 4).eval().stream(batch_size=2)
     with pytest.raises(
-        ValueError, match=r"step expects x of shape \(5,\) or \(2, 5\), got \(3, 5\)"
+        ValueError, match=r"step expects x of shape \(2, 5\) for batch_size=2, got \(3, 5\)"
     ):
         stream.step(torch.randn(3, 5))
     with pytest.raises(
-        ValueError, match=r"step expects x of shape \(5,\) or \(2, 5\), got \(2, 4\)"
+        ValueError, match=r"step expects x of shape \(2, 5\) for batch_size=2, got \(2, 4\)"
     ):
         stream.step(torch.randn(2, 4))
+    # one unbatched row cannot feed two streams (the C++ stepper would read past it)
+    with pytest.raises(
+        ValueError, match=r"step expects x of shape \(2, 5\) for batch_size=2, got \(5,\)"
+    ):
+        stream.step(torch.randn(5))
+    single = LSTM(5, 4).eval().stream()
+    with pytest.raises(ValueError, match=r"\(5,\) or \(1, 5\), got \(2, 5\)"):
+        single.step(torch.randn(2, 5))
     with pytest.raises(
         ValueError, match="step expects x as torch.float32 on cpu, got torch.float64 on cpu"
     ):
         stream.step(torch.randn(2, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"step expects a tensor of shape .*, got list"):
         stream.step([0.0] * 5)
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_a_stepper_refuses_a_layer_whose_weights_changed_dtype(kernel, monkeypatch):
+    if not kernel:
+        monkeypatch.setenv(DISABLE_ENV, "1")
+    lstm = LSTM(3, 4).eval()
+    stream = lstm.stream()
+    lstm.double()
+    with pytest.raises(
+        ValueError, match="weights moved from torch.float32 on cpu to torch.float64 on cpu"
+    ):
+        stream.step(torch.randn(3, dtype=torch.float64))
+    lstm.float()  # back as it was: the stepper runs again
+    assert stream.step(torch.randn(3)).shape == (4,)
 
 
 def test_bad_streams_and_states():
@@ -122,3 +145,13 @@ def test_bad_streams_and_states():
         stream.reset((torch.zeros(1, 1, 4), torch.zeros(2, 1, 4)))
     with pytest.raises(ValueError, match="state must be a tuple"):
         stream.reset(torch.zeros(2, 1, 4))
+
+
+def test_the_cpp_stepper_checks_its_input_itself():
+    stream = LSTM(5, 4).eval().stream(batch_size=2)
+    if not stream.uses_kernel:
+        pytest.skip("the C++ kernel cannot be built here")
+    with pytest.raises(RuntimeError, match=r"Stepper.step: x must be \(2, 5\), got \[1, 5\]"):
+        stream._stepper.step(torch.randn(1, 5))
+    with pytest.raises(RuntimeError, match="Stepper.step: x must be Float on cpu, got Double"):
+        stream._stepper.step(torch.randn(2, 5, dtype=torch.float64))

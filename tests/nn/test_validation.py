@@ -118,6 +118,30 @@ def test_mask_with_gaps(lstm):
         lstm(torch.randn(2, 5, 3), mask=mask)
 
 
+def test_mask_row_without_a_valid_step(lstm):
+    mask = torch.tensor([[True] * 5, [False] * 5, [True, True] + [False] * 3])
+    with pytest.raises(ValueError, match=r"at least one valid step, but mask row\(s\) \[1\] are"):
+        lstm(torch.randn(3, 5, 3), mask=mask)
+
+
+def test_input_and_state_must_match_the_weights(lstm):
+    with pytest.raises(
+        ValueError,
+        match="LSTM input is torch.float64 on cpu but the weights are torch.float32 on cpu",
+    ):
+        lstm(torch.randn(2, 5, 3, dtype=torch.float64))
+    x = torch.randn(2, 5, 3)
+    h0 = torch.zeros(2, 2, 4)
+    with pytest.raises(
+        ValueError, match="c_0 must be torch.float32 on cpu like the input, got torch.float64"
+    ):
+        lstm(x, (h0, torch.zeros(2, 2, 4, dtype=torch.float64)))
+    assert lstm.double()(x.double(), (h0.double(), h0.double()))[0].dtype == torch.float64
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # where mixed dtypes are the point
+        out, _ = lstm.float()(x.bfloat16())
+    assert out.shape == (2, 5, 4)
+
+
 def test_mask_of_wrong_shape(lstm):
     with pytest.raises(
         ValueError,

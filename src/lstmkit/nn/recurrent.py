@@ -263,6 +263,13 @@ class LSTM(nn.Module):
             )
         if not x.is_floating_point():
             raise ValueError(f"LSTM input must be a floating-point tensor, got dtype {x.dtype}")
+        weight = self.cells[0].weight_ih
+        if x.device != weight.device or (x.dtype != weight.dtype and not _autocast(x)):
+            raise ValueError(
+                f"LSTM input is {x.dtype} on {x.device} but the weights are {weight.dtype} on "
+                f"{weight.device}; convert one to match (e.g. x.to(lstm.cells[0].weight_ih) or "
+                f"lstm.to(x.dtype))"
+            )
         if 0 in x.shape:
             raise ValueError(
                 "LSTM input must have at least one step and one sequence, "
@@ -282,6 +289,12 @@ class LSTM(nn.Module):
                     f"mask must be a (batch, seq) = ({batch}, {steps}) tensor, got {got}"
                 )
             lengths = mask_to_lengths(mask.cpu())
+            empty = torch.nonzero(lengths == 0).flatten().tolist()
+            if empty:
+                raise ValueError(
+                    f"every sequence needs at least one valid step, but mask row(s) "
+                    f"{_preview_rows(empty)} are all False"
+                )
         if lengths is None:
             return None
         lengths = check_lengths(lengths, batch, steps)
@@ -309,6 +322,11 @@ class LSTM(nn.Module):
                 what = "proj_size or hidden_size" if name == "h_0" else "hidden_size"
                 dims = "num_layers*num_directions, " + ("" if unbatched else "batch, ") + what
                 raise ValueError(f"{name} must have shape ({dims}) = {expected}, got {got}")
+            if tensor.device != seq.device or (tensor.dtype != seq.dtype and not _autocast(seq)):
+                raise ValueError(
+                    f"{name} must be {seq.dtype} on {seq.device} like the input, got "
+                    f"{tensor.dtype} on {tensor.device}"
+                )
             checked.append(tensor.unsqueeze(1) if unbatched else tensor)
         return checked[0], checked[1]
 
@@ -317,3 +335,13 @@ class LSTM(nn.Module):
         return (
             f"{cfg.input_size}, {cfg.hidden_size}, num_layers={cfg.num_layers}, cell={cfg.cell!r}"
         )
+
+
+def _preview_rows(rows: list[int]) -> str:
+    return str(rows) if len(rows) <= 8 else f"{rows[:8]} ... ({len(rows)} rows)"
+
+
+def _autocast(x: Tensor) -> bool:
+    """Whether autocast is on for ``x``'s device: then input, state and weights may differ in
+    dtype, and each op casts."""
+    return torch.is_autocast_enabled(x.device.type)

@@ -39,6 +39,7 @@ class StreamingLSTM:
         self.lstm = lstm
         self.batch_size = batch_size
         self._weight = lstm.cells[0].weight_ih  # device and dtype of the layer
+        self._dtype, self._device = self._weight.dtype, self._weight.device  # as when made
         self._stepper = self._make_stepper()
         self._state: list[LSTMState] = []
         self.reset()
@@ -87,16 +88,27 @@ class StreamingLSTM:
 
     def _check(self, x: Tensor) -> bool:
         cfg = self.lstm.config
-        expected = f"({cfg.input_size},) or ({self.batch_size}, {cfg.input_size})"
+        if self.batch_size == 1:
+            expected = f"({cfg.input_size},) or (1, {cfg.input_size})"
+            shapes = ((cfg.input_size,), (1, cfg.input_size))
+        else:  # one row per stream: an unbatched x would leave the other rows without input
+            expected = f"({self.batch_size}, {cfg.input_size}) for batch_size={self.batch_size}"
+            shapes = ((self.batch_size, cfg.input_size),)
         if not isinstance(x, Tensor):
             raise ValueError(f"step expects a tensor of shape {expected}, got {type(x).__name__}")
         shape = tuple(x.shape)
-        if shape not in ((cfg.input_size,), (self.batch_size, cfg.input_size)):
+        if shape not in shapes:
             raise ValueError(f"step expects x of shape {expected}, got {shape}")
-        if x.dtype != self._weight.dtype or x.device != self._weight.device:
+        weight = self._weight
+        if (weight.dtype, weight.device) != (self._dtype, self._device):
             raise ValueError(
-                f"step expects x as {self._weight.dtype} on {self._weight.device}, "
-                f"got {x.dtype} on {x.device}"
+                f"the layer's weights moved from {self._dtype} on {self._device} to "
+                f"{weight.dtype} on {weight.device} after this stepper was made; make a new one "
+                "(lstm.stream())"
+            )
+        if x.dtype != self._dtype or x.device != self._device:
+            raise ValueError(
+                f"step expects x as {self._dtype} on {self._device}, got {x.dtype} on {x.device}"
             )
         return x.dim() == 1
 

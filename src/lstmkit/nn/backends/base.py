@@ -60,3 +60,16 @@ class Backend(Protocol):
     def unsupported(self, config: LSTMConfig, training: bool, tracing: bool) -> str | None: ...
 
     def run_layer(self, run: LayerRun) -> LayerOutput: ...
+
+
+def active_transform() -> str | None:
+    """The autograd transform in force that only PyTorch ops can run under, or None.
+
+    torch.func transforms (grad, vmap, jvp) and forward-mode AD need every op to have its rule:
+    the C++ kernel's node has a backward pass only, and torch's fused LSTM op no vmap rule.
+    """
+    if torch._C._are_functorch_transforms_active():
+        return "a torch.func transform (grad, vmap, jvp)"
+    if getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0:
+        return "forward-mode AD (an open dual level)"
+    return None

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lstmkit.nn.backends.base import LayerOutput, LayerRun
+from lstmkit.nn.backends.base import LayerOutput, LayerRun, active_transform
 from lstmkit.nn.config import LSTMConfig
 
 _CELL_NAMES = {
@@ -35,6 +35,9 @@ class FusedBackend:
             return "zoneout is not supported by the fused kernel"
         if training and config.recurrent_dropout:
             return "recurrent dropout (a mask on h_{t-1}) is not supported by the fused kernel"
+        transform = active_transform()
+        if transform:
+            return f"{transform} needs the reference backend (torch's fused op has no vmap rule)"
         return None
 
     def run_layer(self, run: LayerRun) -> LayerOutput:

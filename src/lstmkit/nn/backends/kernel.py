@@ -31,6 +31,7 @@ import hashlib
 import logging
 import os
 import platform
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lstmkit.nn.backends.base import LayerOutput, LayerRun, Placement
+from lstmkit.nn.backends.base import LayerOutput, LayerRun, Placement, active_transform
 from lstmkit.nn.cell import LSTMCell
 from lstmkit.nn.config import LSTMConfig
 
@@ -75,10 +76,32 @@ def kernel_unavailable() -> str | None:
         try:
             _state["module"] = _build()
         except Exception as error:  # any build failure means: fall back, and say why
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            _state["error"] = f"the C++ kernel could not be built ({first_line[:200]})"
+            _state["error"] = f"the C++ kernel could not be built ({build_failure(error)})"
             logger.warning("lstmkit kernel unavailable: %s", error)
     return _state.get("error")
+
+
+_CAUSE = re.compile(r"error|not found|no such file|cannot|fatal|permission denied", re.I)
+
+
+def build_failure(error: Exception) -> str:
+    """The cause of a failed build in one line: the compiler's or shell's complaint rather than
+    the compiler command line that torch's message starts with."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    head = lines[0]
+    causes = [
+        line
+        for line in lines[1:]
+        if _CAUSE.search(line)
+        and not line.startswith(("[", "FAILED:", "ninja:"))
+        and " -c " not in line  # a compiler command line (its flags may say -Werror)
+    ]
+    if not causes:
+        return head[:300]
+    where = head.split(":")[0] if head.startswith("Error building extension") else head[:120]
+    return f"{where}: {causes[0][:300]}"
 
 
 def load_kernel() -> ModuleType:
@@ -153,13 +176,16 @@ class KernelBackend:
             return "zoneout is not supported by the C++ kernel"
         if training and config.recurrent_dropout:
             return "recurrent dropout (a mask on h_{t-1}) is not supported by the C++ kernel"
+        transform = active_transform()
+        if transform:
+            return f"{transform} cannot run through the C++ kernel (a C++ autograd node)"
         return kernel_unavailable()
 
     def unsupported_placement(self, placement: Placement) -> str | None:
         if placement.device.type != "cpu":
-            return (
-                f"the C++ kernel runs on CPU tensors, got {placement.device.type} "
-                "(PyTorch's fused kernel, cuDNN on GPUs, runs there)"
+            elsewhere = " (PyTorch's fused kernel, cuDNN, runs there)"
+            return f"the C++ kernel runs on CPU tensors, got {placement.device.type}" + (
+                elsewhere if placement.device.type == "cuda" else ""
             )
         if placement.dtype not in (torch.float32, torch.float64):
             return f"the C++ kernel runs float32 and float64, got {placement.dtype}"

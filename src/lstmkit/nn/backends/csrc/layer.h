@@ -101,8 +101,10 @@ inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Te
       if (res[k].defined()) kept.push_back(res[k]);
     r.saved.push_back(std::move(kept));
   }
-  r.h_n = s.directions == 1 ? h_n[0].unsqueeze(0) : at::stack(h_n);
-  r.c_n = s.directions == 1 ? c_n[0].unsqueeze(0) : at::stack(c_n);
+  // stacked copies, never views: autograd lets a caller edit a custom node's outputs in place
+  // only when they are not views
+  r.h_n = at::stack(h_n);
+  r.c_n = at::stack(c_n);
   return r;
 }
 
@@ -126,7 +128,10 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     ctx->saved_data["num_saved"] = static_cast<int64_t>(r.saved[0].size());
     bool need_w_ih = false;  // x is saved only for W_ih's gradient
     for (const auto& p : dirs) need_w_ih = need_w_ih || (p.w_ih.defined() && p.w_ih.requires_grad());
-    torch::autograd::variable_list keep{need_w_ih ? r.x_flat : at::Tensor(), r.out, h0};
+    // backward reads the outputs (h_{t-1} for dW_hh) from a copy of its own, so that the caller
+    // may edit the returned output in place (an in-place ReLU or dropout), as with torch.nn.LSTM
+    const at::Tensor out_copy = pooled_empty(r.out.sizes(), r.out.options()).copy_(r.out);
+    torch::autograd::variable_list keep{need_w_ih ? r.x_flat : at::Tensor(), out_copy, h0};
     keep.insert(keep.end(), params.begin(), params.end());
     for (const auto& per_direction : r.saved) keep.insert(keep.end(), per_direction.begin(), per_direction.end());
     ctx->save_for_backward(keep);

@@ -49,6 +49,12 @@ class Stepper {
   }
 
   at::Tensor step(const at::Tensor& x) {
+    const at::Tensor& w = layers_[0].wih_t;  // (I, G)
+    TORCH_CHECK(x.dim() == 2 && x.size(0) == B_ && x.size(1) == w.size(0), "Stepper.step: x must be (",
+                B_, ", ", w.size(0), "), got ", x.sizes());
+    TORCH_CHECK(x.scalar_type() == w.scalar_type() && x.device() == w.device(),
+                "Stepper.step: x must be ", w.scalar_type(), " on ", w.device(), ", got ",
+                x.scalar_type(), " on ", x.device());
     at::Tensor input = x.contiguous();
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "lstmkit_step", [&] {
       for (size_t l = 0; l < layers_.size(); ++l) {

@@ -22,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
+console = Console(markup=False, highlight=False, soft_wrap=True)  # paths print verbatim
 
 # one sub-app per task, each in its own module of this package
 app.add_typer(forecast_app, name="forecast")

@@ -12,9 +12,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 app = typer.Typer(help="Time-series forecasting with an LSTM.", no_args_is_help=True)
-console = Console()
+# no markup: messages quote the config's [data] / [train] sections and user paths verbatim
+console = Console(markup=False, highlight=False, soft_wrap=True)
 
 Opt = typer.Option
 DataFile = Annotated[Path, Opt("--data", help="CSV or Parquet file with the series.")]
@@ -56,6 +58,31 @@ def _series_flags(
     }
 
 
+def _quantiles(value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(q) for q in _split(value) or []]
+    except ValueError:
+        raise ValueError(
+            f"--quantiles must be numbers separated by commas (e.g. 0.1,0.9), got {value!r}"
+        ) from None
+
+
+def _output_file(path: Path) -> Path:
+    """``path`` as a file to write: its folder is made; an existing folder there is an error."""
+    if path.is_dir():
+        raise ValueError(f"--out {str(path)!r} is a directory; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _run_dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {str(path)!r} is a file; give a directory for the run")
+    return path
+
+
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """``base`` updated with ``changes``, nested tables merged key by key (--lr keeps [optim])."""
     merged = dict(base)
@@ -67,8 +94,19 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _print_fills(notes: list[str], fill: str, shown: int = 5) -> None:
+    """Say what the fill strategy changed: a count and the first few notes."""
+    if not notes:
+        return
+    console.print(f"{len(notes)} fill(s) with fill={fill!r} (gaps or NaNs in the data):")
+    for note in notes[:shown]:
+        console.print(f"  {note}")
+    if len(notes) > shown:
+        console.print(f"  ... and {len(notes) - shown} more")
+
+
 def _fail(err: Exception) -> None:
-    console.print(f"[red]error:[/red] {err}")
+    console.print(Text.assemble(("error:", "red"), f" {err}"))
     raise typer.Exit(code=2)
 
 
@@ -126,20 +164,19 @@ def train(
                     "seed": seed,
                     "optim": None if lr is None else {"lr": lr},
                 },
-                "top": {
-                    "quantiles": None
-                    if quantiles is None
-                    else [float(q) for q in _split(quantiles) or []]
-                },
+                "top": {"quantiles": _quantiles(quantiles)},
             },
         )
         forecaster = Forecaster(cfg)
         series_set = forecaster.load(_read(data))
-        result = forecaster.fit(series_set, run_dir=out)
+        _print_fills(series_set.report, cfg.data.fill)
+        result = forecaster.fit(series_set, run_dir=_run_dir(out))
         report = write_run_report(forecaster, series_set, out)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
     console.print(f"trained {result.steps} steps in {result.seconds:.1f} s ({result.reason})")
+    if report.data_report_path is not None:
+        console.print(f"filled values: {report.data_report_path}")
     if report.metrics is not None:
         for row in format_table(report.metrics):
             console.print(row)
@@ -153,18 +190,27 @@ def train(
 def predict(
     run: Annotated[Path, Opt(help="Run directory written by `forecast train`.")],
     data: DataFile,
-    out: Annotated[Path, Opt(help="CSV file for the forecasts.")],
+    out: Annotated[Path, Opt(help="CSV or Parquet file (by suffix) for the forecasts.")],
+    future: Annotated[
+        Path | None,
+        Opt(help="CSV/Parquet with the known-future covariates over the horizon."),
+    ] = None,
 ) -> None:
     """Forecast the horizon after the end of each series in --data."""
     from lstmkit.tasks.forecasting.forecaster import Forecaster
 
     try:
         forecaster = Forecaster.load_from(run / "forecaster.safetensors")
-        table = forecaster.predict(_read(data))
+        series_set = forecaster.load(_read(data))
+        _print_fills(series_set.report, forecaster.config.data.fill)
+        table = forecaster.predict(series_set, future=None if future is None else _read(future))
+        path = _output_file(out)
+        if path.suffix.lower() in (".parquet", ".pq"):
+            table.to_parquet(path, index=False)
+        else:
+            table.to_csv(path, index=False)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
     console.print(f"{len(table)} forecast rows for {table['series'].nunique()} series: {out}")
 
 
@@ -187,7 +233,7 @@ def evaluate(
     for row in format_table(report):
         console.print(row)
     if out is not None:
-        out.write_text(json.dumps(report, indent=2))
+        _output_file(out).write_text(json.dumps(report, indent=2))
         console.print(f"metrics: {out}")
 
 
@@ -201,29 +247,36 @@ def backtest(
     id_col: Annotated[str | None, Opt(help="Series id column (long format).")] = None,
     horizon: Annotated[int | None, Opt(help="Steps to forecast.")] = None,
     input_len: Annotated[int | None, Opt(help="Steps of history the model reads.")] = None,
+    test_size: Annotated[int | None, Opt(help="Steps each fold tests (default: horizon).")] = None,
+    fill: Annotated[str | None, Opt(help="none, ffill, interpolate or zero.")] = None,
+    quantiles: Annotated[str | None, Opt(help="e.g. 0.1,0.5,0.9 for intervals.")] = None,
     folds: Annotated[int, Opt(help="Forecast origins.")] = 3,
+    step: Annotated[int, Opt(help="Steps between origins (default: the test size).")] = 0,
     mode: Annotated[str, Opt(help="expanding or sliding training window.")] = "expanding",
     epochs: Annotated[int | None, Opt(help="Training epochs at most, per fold.")] = None,
 ) -> None:
     """Refit at several origins and report each fold and the mean, beside the baselines."""
     from lstmkit.tasks.forecasting.evaluation import backtest as run_backtest
+    from lstmkit.tasks.forecasting.report import format_table
 
     try:
         cfg = build_config(
             config,
             {
-                "data": _series_flags(time_col, target, id_col, horizon, input_len),
+                "data": {
+                    **_series_flags(time_col, target, id_col, horizon, input_len),
+                    "test_size": test_size,
+                    "fill": fill,
+                },
                 "train": {"max_epochs": epochs, "progress": False},
+                "top": {"quantiles": _quantiles(quantiles)},
             },
         )
-        result = run_backtest(cfg, _read(data), folds=folds, mode=mode)
+        result = run_backtest(cfg, _read(data), folds=folds, mode=mode, step=step)
+        _output_file(out).write_text(json.dumps(result, indent=2))
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    mean = result["mean"]
-    for name in ("model", "naive", "seasonal_naive"):
-        console.print(
-            f"{name:16} mean MAE {mean[name]['mae']:.4g}  sMAPE {mean[name]['smape']:.3g}"
-        )
-    console.print(f"backtest ({mode}, {folds} folds): {out}")
+    console.print(f"backtest ({mode}, {folds} folds {result['step']} steps apart), mean of folds:")
+    for row in format_table(result["mean"]):
+        console.print(row)
+    console.print(f"per-fold and mean metrics: {out}")

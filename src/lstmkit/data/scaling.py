@@ -153,6 +153,34 @@ class SeriesScaler:
 
     # ----------------------------------------------------------------------- transform
 
+    def select(self, ids: list[str]) -> SeriesScaler:
+        """A scaler for the series ``ids``, in that order: each keeps the statistics it was
+        fitted with, so a subset or a reordering of the fitted series can be transformed."""
+        self._check_fitted()
+        position = {sid: index for index, sid in enumerate(self._ids)}
+        unknown = [sid for sid in ids if sid not in position]
+        if unknown:
+            raise ValueError(
+                f"series {unknown[:8]} {'was' if len(unknown) == 1 else 'were'} not among the "
+                f"{len(self._ids)} series the scaler was fitted on ({self._ids[:8]}"
+                f"{' ...' if len(self._ids) > 8 else ''}); each series is scaled with statistics "
+                "of its own training part, so only those series can be transformed"
+            )
+        rows = [position[sid] for sid in ids]
+        chosen = SeriesScaler(self.kind, self.eps)
+        chosen._stats = {
+            group: _Affine(stats.loc[rows], stats.scale[rows])
+            for group, stats in self._stats.items()
+        }
+        chosen._ids = list(ids)
+        chosen._stops = [self._stops[row] for row in rows]
+        return chosen
+
+    @property
+    def ids(self) -> list[str]:
+        """The series ids the scaler was fitted on, in order."""
+        return list(self._ids)
+
     def _check_matches(self, series_set: SeriesSet) -> None:
         """Raise unless fitted, and on the same series (ids, order, channels) as ``series_set``."""
         self._check_fitted()

@@ -78,11 +78,11 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise FileNotFoundError(f"no such file: {str(file)!r}")
     if kind == "parquet":
         return pd.read_parquet(file)
-    if file.suffix.lower() == ".tsv":
-        return pd.read_csv(file, sep="\t")
-    if file.suffix.lower() == ".txt":
-        return pd.read_csv(file, sep=None, engine="python")
-    return pd.read_csv(file)
+    separator = {".tsv": "\t", ".txt": None}.get(file.suffix.lower(), ",")
+    try:
+        return pd.read_csv(file, sep=separator, engine="python" if separator is None else "c")
+    except pd.errors.EmptyDataError as error:
+        raise ValueError(f"cannot read {str(file)!r}: the file has no columns ({error})") from None
 
 
 # --------------------------------------------------------------------------- column checks

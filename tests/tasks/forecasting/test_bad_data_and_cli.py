@@ -240,3 +240,95 @@ def test_cli_flags_merge_into_the_config_file_tables(tmp_path):
     assert built.train.optim.name == "sgd" and built.train.optim.weight_decay == 0.01
     assert built.train.optim.lr == 0.5 and built.data.horizon == 3
     assert built.train.max_epochs == 50  # one default everywhere
+
+
+def _train_args(data, out, *extra):
+    return [
+        "forecast", "train", "--data", str(data), "--time-col", "date", "--target", "sales",
+        "--id-col", "store", "--horizon", "7", "--input-len", "14", "--epochs", "1",
+        "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def test_cli_says_what_a_fill_changed_and_keeps_it_in_the_run(tmp_path):
+    frame = make_long_frame().drop(index=[10, 11])
+    frame.loc[50, "sales"] = float("nan")
+    data = tmp_path / "gaps.csv"
+    frame.to_csv(data, index=False)
+    run = tmp_path / "run"
+    result = runner.invoke(app, _train_args(data, run, "--test-size", "7"))
+    assert result.exit_code == 2 and "missing timestamp" in result.output  # refused by default
+    result = runner.invoke(app, _train_args(data, run, "--test-size", "7", "--fill", "ffill"))
+    assert result.exit_code == 0, result.output
+    assert "2 fill(s) with fill='ffill'" in result.output
+    assert "series 's0': 2 missing timestamp(s) filled by ffill" in result.output
+    saved = json.loads((run / "data_report.json").read_text())
+    assert saved["fill"] == "ffill" and len(saved["fills"]) == 2
+    assert json.loads((run / "metrics.json").read_text())["fill_notes"] == 2
+    assert "scored as if observed" in result.output
+
+
+def test_cli_predicts_with_future_covariates_into_parquet(tmp_path):
+    frame = make_long_frame()
+    last_week = frame.groupby("store").cumcount(ascending=False) < 7
+    data, future = tmp_path / "head.csv", tmp_path / "future.csv"
+    frame[~last_week].to_csv(data, index=False)
+    frame[last_week][["date", "store", "promo"]].to_csv(future, index=False)
+    run = tmp_path / "run"
+    result = runner.invoke(app, _train_args(data, run, "--future-covariates", "promo"))
+    assert result.exit_code == 0, result.output
+    predict = ["forecast", "predict", "--run", str(run), "--data", str(data)]
+    result = runner.invoke(app, [*predict, "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 2 and "--future FILE" in result.output
+    out = tmp_path / "p.parquet"
+    result = runner.invoke(app, [*predict, "--future", str(future), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out)  # a Parquet file, as its suffix says
+    assert len(table) == 21 and set(table["series"]) == {"s0", "s1", "s2"}
+    result = runner.invoke(app, [*predict, "--future", str(future), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "is a directory; give a file name" in result.output
+
+
+def test_cli_errors_keep_bracketed_text_and_name_the_flag(tmp_path):
+    data = tmp_path / "sales.csv"
+    make_long_frame().to_csv(data, index=False)
+    config = tmp_path / "run.toml"
+    config.write_text("[model]\nhidden_size = 8\n")
+    result = runner.invoke(
+        app, ["forecast", "train", "--data", str(data), "--config", str(config), "--out", "r"]
+    )
+    assert result.exit_code == 2
+    assert "needs a [data] section" in result.output  # not eaten as console markup
+    result = runner.invoke(app, _train_args(data, tmp_path / "r", "--quantiles", "0.1,abc"))
+    assert result.exit_code == 2
+    assert "--quantiles must be numbers separated by commas" in result.output
+    result = runner.invoke(app, _train_args(data, tmp_path / "r", "--test-size", "3"))
+    assert result.exit_code == 2
+    assert "data.test_size is 3, shorter than the horizon 7" in result.output
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    result = runner.invoke(app, _train_args(data, a_file))
+    assert result.exit_code == 2 and "is a file; give a directory" in result.output
+
+
+def test_cli_backtest_reports_skill_and_refuses_overlapping_folds(tmp_path):
+    data = tmp_path / "sales.csv"
+    make_long_frame().to_csv(data, index=False)
+    args = [
+        "forecast", "backtest", "--data", str(data), "--time-col", "date", "--target", "sales",
+        "--id-col", "store", "--horizon", "7", "--input-len", "14", "--epochs", "1",
+        "--folds", "2", "--quantiles", "0.1,0.9",
+    ]  # fmt: skip
+    out = tmp_path / "bt.json"
+    result = runner.invoke(app, [*args, "--test-size", "14", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "2 folds 14 steps apart" in result.output
+    assert "seasonal naive: MAE skill" in result.output and "interval coverage" in result.output
+    mean = json.loads(out.read_text())["mean"]
+    assert {"skill", "beats", "interval"} <= set(mean)
+    result = runner.invoke(app, [*args, "--test-size", "14", "--step", "7", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "step 7 is shorter than the test part (14 steps)" in result.output
+    result = runner.invoke(app, [*args, "--folds", "30", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "30 folds 7 steps apart leave the shortest series (80 steps)" in result.output

@@ -147,7 +147,14 @@ def test_backtest_refits_at_each_origin(mode, long_frame):
     result = backtest(config, long_frame, folds=2, mode=mode)
     assert [f["steps_before_end"] for f in result["folds"]] == [7, 0]
     assert all(f["windows"] == 3 for f in result["folds"])  # one test window per store
-    assert set(result["mean"]) >= {"model", "naive", "seasonal_naive", "beats"}
+    mean = result["mean"]
+    assert set(mean) >= {"model", "naive", "seasonal_naive", "skill", "beats", "interval"}
+    folds = result["folds"]
+    assert mean["model"]["mae"] == pytest.approx(np.mean([f["model"]["mae"] for f in folds]))
+    naive_mae = mean["naive"]["mae"]
+    assert mean["skill"]["vs_naive"]["mae"] == pytest.approx(1 - mean["model"]["mae"] / naive_mae)
+    coverage = np.mean([f["interval"]["coverage"] for f in folds])
+    assert mean["interval"]["coverage"] == pytest.approx(coverage)
 
 
 def test_metrics_by_hand_on_a_known_forecast(wide_frame):
@@ -164,6 +171,10 @@ def test_metrics_by_hand_on_a_known_forecast(wide_frame):
     expected = np.mean(np.abs(a[-6:] - a[-7]))
     assert report["naive"]["mae"] == pytest.approx(expected, rel=1e-5)
     assert report["seasonal_period"] == 24
+    # MASE (M4): scaled by the seasonal naive's in-sample error over all 90 steps before the
+    # origin, the validation part included
+    scale = np.mean(np.abs(a[24:90] - a[:66]))
+    assert report["naive"]["mase"] == pytest.approx(expected / scale, rel=1e-5)
 
 
 def test_not_fitted_and_bad_files(tmp_path):

@@ -87,6 +87,14 @@ class DataConfig:
         check_nonnegative_int("data.test_size", self.test_size)
         check_nonnegative_int("data.seasonal_period", self.seasonal_period)
         check_choice("data.scaler", self.scaler, SCALERS)
+        for name in ("val_size", "test_size"):
+            size = getattr(self, name)
+            if 0 < size < self.horizon:
+                raise ValueError(
+                    f"data.{name} is {size}, shorter than the horizon {self.horizon}: that part "
+                    f"must hold at least one whole forecast (0 for "
+                    f"{'one horizon' if name == 'val_size' else 'no test part'})"
+                )
 
     @property
     def validation_steps(self) -> int:

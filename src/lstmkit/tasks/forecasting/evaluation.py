@@ -44,7 +44,7 @@ def evaluate(
         )
     series_set = frame if isinstance(frame, SeriesSet) else forecaster.load(frame)
     split = forecaster.split(series_set)
-    _, scaler = forecaster._require_fitted()
+    scaler = forecaster.scaler_for(series_set)
     scaled_set = scaler.transform(series_set)
     source = scaled_set if scaled else series_set
     windows = forecaster.windows(
@@ -53,7 +53,7 @@ def evaluate(
         [len(s) for s in series_set.series],
         stride=1,
     )
-    predicted = forecaster.forecast_windows(windows, scaled=scaled)  # (N, H, C, Q)
+    predicted = forecaster.forecast_windows(windows, scaled=scaled, scaler=scaler)  # (N,H,C,Q)
     period = data.period(series_set.freq)
     actual, naive, snaive, scales = [], [], [], []
     for window, channel in item_windows(windows):
@@ -66,7 +66,7 @@ def evaluate(
         actual.append(target[origin : origin + data.horizon])
         naive.append(M.naive_forecast(history, data.horizon))
         snaive.append(M.seasonal_naive_forecast(history, data.horizon, period))
-        scales.append(M.mase_scale(target[: split.train_end[window.series_index]], period))
+        scales.append(M.mase_scale(history, period))  # M4: the in-sample history
     y = np.stack(actual).astype(np.float64)  # (N, H, C)
     scale = np.stack(scales)[:, None, :]  # (N, 1, C)
     point = predicted[..., forecaster._point_index()]
@@ -120,14 +120,29 @@ def backtest(
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
         raise ValueError(f"folds must be a positive integer, got {folds!r}")
     data = config.data
-    step = step or data.horizon
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be a non-negative integer (0: one test part), got {step!r}")
     test = data.test_size or data.horizon
+    step = step or test
+    if step < test:
+        raise ValueError(
+            f"step {step} is shorter than the test part ({test} steps): the folds' test parts "
+            "would overlap and count the same steps twice; use a step of at least the test size"
+        )
     fold_config = dataclasses.replace(config, data=dataclasses.replace(data, test_size=test))
     series_set = frame if isinstance(frame, SeriesSet) else Forecaster(fold_config).load(frame)
     # origins count back from each series' own end, so a panel aligned on its last date is cut
     # at the same dates; a sliding window keeps the first fold's length
     shortest = min(len(s) for s in series_set.series)
     window = shortest - (folds - 1) * step
+    need = data.input_len + data.horizon + data.validation_steps + test
+    if window < need:
+        raise ValueError(
+            f"{folds} folds {step} steps apart leave the shortest series ({shortest} steps) "
+            f"{window} steps for the first fold, fewer than the {need} it needs (input_len "
+            f"{data.input_len} + horizon {data.horizon} + validation {data.validation_steps} + "
+            f"test {test}); use fewer folds or a smaller step"
+        )
     results = []
     for k in range(folds):
         back = (folds - 1 - k) * step  # steps after this fold's end
@@ -145,11 +160,27 @@ def backtest(
             report["model"]["mae"],
             report["seasonal_naive"]["mae"],
         )
-    summary = {
-        name: {
-            metric: float(np.mean([r[name][metric] for r in results])) for metric in M.POINT_METRICS
-        }
+    return {"mode": mode, "step": step, "folds": results, "mean": _mean_over_folds(results)}
+
+
+def _mean_over_folds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each metric's mean over the folds, the skill scores of those means, whether the model
+    beats each baseline on them, and the mean interval coverage where there is one."""
+    summary: dict[str, Any] = {
+        name: {m: float(np.mean([r[name][m] for r in results])) for m in M.POINT_METRICS}
         for name in ("model", *BASELINES)
     }
-    summary["beats"] = {b: bool(summary["model"]["mae"] < summary[b]["mae"]) for b in BASELINES}
-    return {"mode": mode, "folds": results, "mean": summary}
+    summary["seasonal_period"] = results[0]["seasonal_period"]
+    summary["skill"] = {
+        f"vs_{b}": {
+            k: M.skill(summary["model"][k], summary[b][k]) for k in ("mae", "mse", "smape", "mase")
+        }
+        for b in BASELINES
+    }
+    summary["beats"] = {b: bool(summary["skill"][f"vs_{b}"]["mae"] > 0) for b in BASELINES}
+    if all("interval" in r for r in results):
+        summary["interval"] = {
+            "level": results[0]["interval"]["level"],
+            "coverage": float(np.mean([r["interval"]["coverage"] for r in results])),
+        }
+    return summary

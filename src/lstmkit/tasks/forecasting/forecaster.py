@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from pandas.tseries.frequencies import to_offset
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -71,10 +72,21 @@ class Forecaster:
     # ------------------------------------------------------------------ data
     def load(self, frame: pd.DataFrame) -> SeriesSet:
         """Validate ``frame`` into series (errors name the column, row or timestamp)."""
-        series_set = load_series(frame, series_spec(self.config.data))
-        for note in series_set.report:
-            log.info("%s", note)
-        return series_set
+        return load_series(frame, series_spec(self.config.data))  # which logs every fill
+
+    def scaler_for(self, series_set: SeriesSet) -> SeriesScaler:
+        """The fitted scaler, for ``series_set``'s series in its order (any subset of the
+        series the forecaster was fitted on); checks that the data's frequency is the one it was
+        fitted on."""
+        _, scaler = self._require_fitted()
+        if self.freq is not None and not _same_freq(series_set.freq, self.freq):
+            raise ValueError(
+                f"the data's frequency is {series_set.freq!r} but the forecaster was fitted on "
+                f"{self.freq!r} data; resample it, or set data.freq"
+            )
+        if series_set.ids == scaler.ids:
+            return scaler
+        return scaler.select(series_set.ids)
 
     def split(self, series_set: SeriesSet) -> Split:
         data = self.config.data
@@ -168,16 +180,28 @@ class Forecaster:
 
     def _require_fitted(self) -> tuple[torch.nn.Module, SeriesScaler]:
         if self.model is None or self.scaler is None:
-            raise ValueError("this Forecaster is not fitted yet: call fit() or Forecaster.load()")
+            raise ValueError(
+                "this Forecaster is not fitted yet: call fit(), or Forecaster.load_from(path) "
+                "for a saved one"
+            )
         return self.model, self.scaler
 
     # ------------------------------------------------------------------ predict
     @torch.no_grad()
     def forecast_windows(
-        self, dataset: WindowDataset, batch_size: int = 256, scaled: bool = False
+        self,
+        dataset: WindowDataset,
+        batch_size: int = 256,
+        scaled: bool = False,
+        scaler: SeriesScaler | None = None,
     ) -> np.ndarray:
-        """Forecasts for every window, (N, H, C, Q), in the data's units (or the scaler's)."""
-        model, scaler = self._require_fitted()
+        """Forecasts for every window, (N, H, C, Q), in the data's units (or the scaler's).
+
+        ``scaler`` is the one ``dataset`` was scaled with (``scaler_for`` of its series); the
+        fitted one by default.
+        """
+        model, fitted = self._require_fitted()
+        scaler = scaler or fitted
         model.eval()
         outputs = []
         for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
@@ -201,28 +225,70 @@ class Forecaster:
             outputs.append(torch.stack(values, dim=-1).numpy())
         return np.concatenate(outputs) if outputs else np.zeros((0,))
 
-    def predict(self, frame: pd.DataFrame | SeriesSet) -> pd.DataFrame:
+    def predict(
+        self, frame: pd.DataFrame | SeriesSet, future: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
         """Forecast ``horizon`` steps after the end of each series in ``frame``.
+
+        ``frame`` may hold any of the series the forecaster was fitted on, in any order. A model
+        with known-future covariates needs their values over the horizon: ``future`` holds, for
+        every series, the ``horizon`` timestamps after its end with those columns (and the id
+        column in long format).
 
         Returns a long table: series id, time, target column name, ``forecast`` (the point
         forecast) and one ``q<level>`` column per quantile.
         """
-        _, scaler = self._require_fitted()
+        self._require_fitted()
         data = self.config.data
         series_set = frame if isinstance(frame, SeriesSet) else self.load(frame)
-        if data.future_covariates:
-            raise ValueError(
-                "predict() beyond the data needs the future covariates of the "
-                "horizon; use evaluate()/forecast_windows() on a frame that holds "
-                "them"
-            )
+        scaler = self.scaler_for(series_set)
         check_min_length(series_set, data.input_len, f"input_len {data.input_len}")
-        padded = _extend_for_origin(series_set, data.horizon)
+        if data.future_covariates and future is None:
+            raise ValueError(
+                f"this model reads the known-future covariates {list(data.future_covariates)}, "
+                f"so predict() needs their values over the {data.horizon} steps after each "
+                "series' end: pass them as future= (CLI: --future FILE)"
+            )
+        if future is not None and not data.future_covariates:
+            raise ValueError("future= was given but the model has no future covariates")
+        padded = _extend_for_origin(series_set, data.horizon, self._future_values(future))
         scaled = scaler.transform(padded)
         ends = [len(s) for s in padded.series]
         dataset = self.windows(scaled, [e - data.horizon for e in ends], ends, stride=1)
-        values = self.forecast_windows(dataset)  # (N, H, C, Q)
+        values = self.forecast_windows(dataset, scaler=scaler)  # (N, H, C, Q)
         return self._to_frame(padded, dataset, values)
+
+    def _future_values(self, future: pd.DataFrame | None) -> dict[str, pd.DataFrame] | None:
+        """Per series id, the future covariates over the horizon, indexed by time."""
+        if future is None:
+            return None
+        data = self.config.data
+        if not isinstance(future, pd.DataFrame):
+            raise ValueError(f"future must be a pandas DataFrame, got {type(future).__name__}")
+        needed = [data.time_col, *([data.id_col] if data.id_col else []), *data.future_covariates]
+        missing = [c for c in needed if c not in future.columns]
+        if missing:
+            raise ValueError(
+                f"future is missing column(s) {missing}; it needs {needed}, got "
+                f"{list(future.columns)}"
+            )
+        table = future[needed].copy()
+        table[data.time_col] = pd.to_datetime(table[data.time_col])
+        values = table[list(data.future_covariates)]
+        bad = values.apply(pd.to_numeric, errors="coerce").isna() & values.notna()
+        if values.isna().to_numpy().any() or bad.to_numpy().any():
+            row = int(np.flatnonzero((values.isna() | bad).any(axis=1).to_numpy())[0])
+            raise ValueError(
+                f"future covariates must be numbers, got {values.iloc[row].to_dict()} in row {row}"
+            )
+        covariates = list(data.future_covariates)
+        table[covariates] = values.apply(pd.to_numeric)
+        if data.id_col is None:
+            return {"": table.set_index(data.time_col)[covariates]}
+        return {
+            str(sid): part.set_index(data.time_col)[covariates]
+            for sid, part in table.groupby(data.id_col, sort=False)
+        }
 
     def _to_frame(
         self, series_set: SeriesSet, dataset: WindowDataset, values: np.ndarray
@@ -289,20 +355,53 @@ def item_windows(dataset: WindowDataset) -> list[tuple[Window, int | None]]:
     return [(w, c) for w in dataset.windows for c in range(dataset.n_channels)]
 
 
-def _extend_for_origin(series_set: SeriesSet, horizon: int) -> SeriesSet:
-    """Append ``horizon`` future steps (NaN targets) so the last window's origin is the end."""
+def _same_freq(a: str, b: str) -> bool:
+    try:
+        return to_offset(a) == to_offset(b)
+    except ValueError:
+        return a == b
+
+
+def _extend_for_origin(
+    series_set: SeriesSet, horizon: int, future: dict[str, pd.DataFrame] | None = None
+) -> SeriesSet:
+    """Append ``horizon`` future steps (NaN targets) so the last window's origin is the end;
+    their future covariates come from ``future`` (per series id, indexed by time) when given."""
     extended = []
     for s in series_set.series:
         time = pd.date_range(s.time[-1], periods=horizon + 1, freq=series_set.freq)[1:]
         pad = lambda a: np.concatenate([a, np.full((horizon, a.shape[1]), np.nan, a.dtype)])  # noqa: E731
+        ahead = pad(s.future)
+        if future is not None:
+            ahead[-horizon:] = _future_rows(future, s.id, time)
         extended.append(
             type(s)(
                 id=s.id,
                 time=s.time.append(time),
                 target=pad(s.target),
                 past=pad(s.past),
-                future=pad(s.future),
+                future=ahead,
                 static=s.static,
             )
         )
     return SeriesSet(spec=series_set.spec, freq=series_set.freq, series=extended, report=[])
+
+
+def _future_rows(
+    future: dict[str, pd.DataFrame], series_id: str, time: pd.DatetimeIndex
+) -> np.ndarray:
+    """The future covariates of one series at ``time`` (the horizon after its end)."""
+    table = future.get(series_id) if series_id in future else future.get("")
+    if table is None:
+        raise ValueError(f"future has no rows for series {series_id!r}")
+    if table.index.tz is None and time.tz is not None:
+        table = table.tz_localize(time.tz)
+    missing = time.difference(table.index)
+    if len(missing):
+        raise ValueError(
+            f"future covariates of series {series_id!r} must cover the {len(time)} steps after "
+            f"its end ({time[0]} to {time[-1]}); missing {[str(t) for t in missing[:5]]}"
+        )
+    if table.index.duplicated().any():
+        raise ValueError(f"future has duplicate timestamps for series {series_id!r}")
+    return table.loc[time].to_numpy(dtype=np.float32)

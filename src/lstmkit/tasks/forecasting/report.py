@@ -3,6 +3,7 @@
 RUN_DIR/
   config.json, environment.json, metrics.csv, checkpoints/   (written by the Trainer)
   forecaster.safetensors     the fitted model, scaler and config (Forecaster.load_from)
+  data_report.json           every fill (gap or NaN) data.fill made, when it made any
   metrics.json               model and baselines on the held-out test part, skill scores
   forecast.png               the last test window of the first series, with its interval
   error_by_horizon.png       MAE at each step ahead, model against both baselines
@@ -31,18 +32,27 @@ class RunReport:
     forecaster_path: Path
     metrics_path: Path | None
     plots: list[Path]
+    data_report_path: Path | None = None  # the fills made, when any
 
 
 def write_run_report(
     forecaster: Forecaster, series_set: SeriesSet, run_dir: str | Path
 ) -> RunReport:
-    """Save the forecaster; with a test part, also score it and draw the plots."""
+    """Save the forecaster and the fills made; with a test part, also score it and draw the
+    plots (``metrics.json`` counts the fills: filled values in the test part are scored as if
+    they had been observed)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = forecaster.save(run_dir / "forecaster.safetensors")
+    fills = None
+    if series_set.report:
+        fills = run_dir / "data_report.json"
+        notes = {"fill": forecaster.config.data.fill, "fills": series_set.report}
+        atomic_write_text(fills, json.dumps(notes, indent=2))
     if not forecaster.config.data.test_size:
-        return RunReport(None, saved, None, [])
+        return RunReport(None, saved, None, [], fills)
     report = evaluate(forecaster, series_set)
+    report["fill_notes"] = len(series_set.report)  # one per series and column filled
     metrics_path = run_dir / "metrics.json"
     atomic_write_text(metrics_path, json.dumps(report, indent=2, allow_nan=True))
     plots = [
@@ -53,7 +63,7 @@ def write_run_report(
             title="Test MAE by steps ahead",
         ),
     ]
-    return RunReport(report, saved, metrics_path, plots)
+    return RunReport(report, saved, metrics_path, plots, fills)
 
 
 def plot_last_window(forecaster: Forecaster, series_set: SeriesSet, path: Path) -> Path:
@@ -62,17 +72,11 @@ def plot_last_window(forecaster: Forecaster, series_set: SeriesSet, path: Path) 
     series = series_set.series[0]
     n = len(series)
     origin = n - data.horizon
-    scaled = forecaster.scaler.transform(series_set)
-    windows = forecaster.windows(
-        scaled,
-        [origin] + [len(s) for s in series_set.series[1:]],
-        [len(s) for s in series_set.series],
-        stride=1,
-    )
-    first = next(
-        i for i, (w, c) in enumerate(item_windows(windows)) if w.series_index == 0 and not c
-    )
-    values = forecaster.forecast_windows(_Subset(windows, first))[0]  # (H, C, Q)
+    first_series = SeriesSet(series_set.spec, series_set.freq, [series], [])
+    scaler = forecaster.scaler_for(first_series)
+    windows = forecaster.windows(scaler.transform(first_series), [origin], [n], stride=1)
+    first = next(i for i, (w, c) in enumerate(item_windows(windows)) if not c)
+    values = forecaster.forecast_windows(_Subset(windows, first), scaler=scaler)[0]  # (H, C, Q)
     qs = forecaster.config.quantiles
     history_start = max(0, origin - 4 * max(data.input_len, data.horizon))
     target = series.target[:, 0]
@@ -130,6 +134,11 @@ def format_table(report: dict[str, Any]) -> list[str]:
     if "interval" in report:
         iv = report["interval"]
         rows.append(f"{round(100 * iv['level'])}% interval coverage: {iv['coverage']:.3f}")
+    if report.get("fill_notes"):
+        rows.append(
+            f"note: data.fill filled gaps or NaNs ({report['fill_notes']} note(s) in "
+            "data_report.json); filled values in the test part are scored as if observed"
+        )
     if not np.isfinite(report["model"]["mae"]):
         rows.append("warning: the model's MAE is not finite")
     return rows

@@ -123,3 +123,28 @@ def test_single_cell_matches_torch_lstm_cell():
     state = ours(x, (h, c))
     torch.testing.assert_close(state.h, h_ref, **TOL)
     torch.testing.assert_close(state.c, c_ref, **TOL)
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused", "kernel"])
+def test_whatever_the_padding_holds_it_never_reaches_a_gradient(backend):
+    """NaN or huge values past a sequence's length change nothing, gradients included (0 * NaN
+    would otherwise be NaN in dW_ih, and NaN gate derivatives would leak into valid steps)."""
+    torch.manual_seed(8)
+    lstm = LSTM(4, 6, 2, bidirectional=True, batch_first=True, backend=backend).double()
+    lengths = torch.tensor([5, 2, 3])
+    x = torch.randn(3, 5, 4, dtype=torch.float64)
+    results = []
+    for fill in (0.0, float("nan"), 1e30):
+        padded = x.clone()
+        for row, n in enumerate(lengths.tolist()):
+            padded[row, n:] = fill
+        padded.requires_grad_()
+        lstm.zero_grad()
+        out, (h, c) = lstm(padded, lengths=lengths)
+        ((out * out).sum() + h.sum() + c.sum()).backward()
+        grads = [padded.grad] + [p.grad for p in lstm.parameters()]
+        assert all(torch.isfinite(g).all() for g in grads), fill
+        results.append([out.detach(), *grads])
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)

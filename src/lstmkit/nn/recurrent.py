@@ -190,6 +190,9 @@ class LSTM(nn.Module):
         seq = x.transpose(0, 1) if cfg.batch_first else x  # (T, B, I)
         steps, batch = seq.shape[0], seq.shape[1]
         lengths = self._resolve_lengths(lengths, mask, batch, steps)
+        if lengths is not None:  # padding never reaches a gradient, whatever it holds (NaN too)
+            valid = torch.arange(steps, device=lengths.device)[:, None] < lengths[None, :]
+            seq = seq.masked_fill(~valid.to(seq.device)[..., None], 0.0)
         h0, c0 = self._initial_state(state, seq, unbatched)
         placement = Placement(seq.device, seq.dtype, batch)
         name = "reference" if record else select_backend(cfg, self.training, False, placement).name

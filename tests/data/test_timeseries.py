@@ -363,6 +363,16 @@ def test_frequency_that_cannot_be_inferred_reports_the_most_common_step() -> Non
         load_series(_gappy_frame(), _gappy_spec("ffill", freq=None))
 
 
+def test_monthly_data_dated_mid_month_gets_told_how_to_fit_a_grid() -> None:
+    months = pd.date_range("2020-01-01", periods=30, freq="MS")
+    frame = pd.DataFrame({"t": months + pd.Timedelta(days=14), "y": np.arange(30.0)})
+    spec = SeriesSpec(time_col="t", targets="y")
+    with pytest.raises(ValueError, match=r"\.dt\.to_period\('M'\)\.dt\.to_timestamp\(\), the 'MS'"):
+        load_series(frame, spec)
+    frame["t"] = frame["t"].dt.to_period("M").dt.to_timestamp()  # as the message says
+    assert load_series(frame, spec).freq == "MS"
+
+
 def test_series_that_disagree_on_the_frequency() -> None:
     frame = pd.DataFrame(
         {

@@ -273,9 +273,22 @@ def _resolve_freq(raw: list[_RawSeries], freq: str | None) -> str:
     step, count = common
     raise ValueError(
         f"cannot infer the frequency: the timestamps are irregular (or have gaps) in every "
-        f"series; the most common step is {step} ({count} times); pass freq explicitly, "
-        f"e.g. freq={_alias_for_step(step)!r}"
+        f"series; the most common step is {step} ({count} times); {_freq_hint(step)}"
     )
+
+
+def _freq_hint(step: pd.Timedelta) -> str:
+    """What to try: calendar months and years have no fixed length, so data dated mid-month
+    (or mid-year) fits no alias until its dates are moved to the period's start."""
+    spans = ((28, 31, "M", "MS"), (89, 92, "Q", "QS"), (365, 366, "Y", "YS"))
+    for low, high, period, alias in spans:
+        if pd.Timedelta(days=low) <= step <= pd.Timedelta(days=high):
+            return (
+                "dates of calendar periods that are not on the period's first day match no "
+                "frequency: move them there, e.g. frame[time_col] = "
+                f"frame[time_col].dt.to_period({period!r}).dt.to_timestamp(), the {alias!r} grid"
+            )
+    return f"pass freq explicitly, e.g. freq={_alias_for_step(step)!r}"
 
 
 def _grid(series: _RawSeries, freq: str) -> pd.DatetimeIndex:

@@ -371,6 +371,11 @@ def test_monthly_data_dated_mid_month_gets_told_how_to_fit_a_grid() -> None:
         load_series(frame, spec)
     frame["t"] = frame["t"].dt.to_period("M").dt.to_timestamp()  # as the message says
     assert load_series(frame, spec).freq == "MS"
+    gappy = frame.drop(index=[3, 4, 5, 17])  # on month starts already, with gaps: give freq
+    with pytest.raises(ValueError, match=r"pass freq explicitly, e.g. freq='MS' \(with a fill"):
+        load_series(gappy, spec)
+    filled = load_series(gappy, SeriesSpec(time_col="t", targets="y", freq="MS", fill="ffill"))
+    assert len(filled[0]) == 30
 
 
 def test_series_that_disagree_on_the_frequency() -> None:

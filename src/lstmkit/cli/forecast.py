@@ -200,11 +200,11 @@ def predict(
     from lstmkit.tasks.forecasting.forecaster import Forecaster
 
     try:
+        path = _output_file(out)
         forecaster = Forecaster.load_from(run / "forecaster.safetensors")
         series_set = forecaster.load(_read(data))
         _print_fills(series_set.report, forecaster.config.data.fill)
         table = forecaster.predict(series_set, future=None if future is None else _read(future))
-        path = _output_file(out)
         if path.suffix.lower() in (".parquet", ".pq"):
             table.to_parquet(path, index=False)
         else:
@@ -226,15 +226,16 @@ def evaluate(
     from lstmkit.tasks.forecasting.report import format_table
 
     try:
+        target = None if out is None else _output_file(out)
         forecaster = Forecaster.load_from(run / "forecaster.safetensors")
         report = run_evaluation(forecaster, _read(data))
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
     for row in format_table(report):
         console.print(row)
-    if out is not None:
-        _output_file(out).write_text(json.dumps(report, indent=2))
-        console.print(f"metrics: {out}")
+    if target is not None:
+        target.write_text(json.dumps(report, indent=2))
+        console.print(f"metrics: {target}")
 
 
 @app.command()
@@ -272,8 +273,9 @@ def backtest(
                 "top": {"quantiles": _quantiles(quantiles)},
             },
         )
+        target = _output_file(out)
         result = run_backtest(cfg, _read(data), folds=folds, mode=mode, step=step)
-        _output_file(out).write_text(json.dumps(result, indent=2))
+        target.write_text(json.dumps(result, indent=2))
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
     console.print(f"backtest ({mode}, {folds} folds {result['step']} steps apart), mean of folds:")

@@ -273,21 +273,27 @@ def _resolve_freq(raw: list[_RawSeries], freq: str | None) -> str:
     step, count = common
     raise ValueError(
         f"cannot infer the frequency: the timestamps are irregular (or have gaps) in every "
-        f"series; the most common step is {step} ({count} times); {_freq_hint(step)}"
+        f"series; the most common step is {step} ({count} times); {_freq_hint(step, raw)}"
     )
 
 
-def _freq_hint(step: pd.Timedelta) -> str:
-    """What to try: calendar months and years have no fixed length, so data dated mid-month
-    (or mid-year) fits no alias until its dates are moved to the period's start."""
+def _freq_hint(step: pd.Timedelta, raw: list[_RawSeries]) -> str:
+    """What to try. Calendar months and years have no fixed length, so data dated mid-month
+    (or mid-year) fits no alias until its dates are moved to the period's start; data already
+    on period starts only needs the alias (and a fill for its gaps)."""
     spans = ((28, 31, "M", "MS"), (89, 92, "Q", "QS"), (365, 366, "Y", "YS"))
     for low, high, period, alias in spans:
-        if pd.Timedelta(days=low) <= step <= pd.Timedelta(days=high):
-            return (
-                "dates of calendar periods that are not on the period's first day match no "
-                "frequency: move them there, e.g. frame[time_col] = "
-                f"frame[time_col].dt.to_period({period!r}).dt.to_timestamp(), the {alias!r} grid"
-            )
+        if not pd.Timedelta(days=low) <= step <= pd.Timedelta(days=high):
+            continue
+        local = [series.time.tz_localize(None) for series in raw]  # wall-clock dates
+        if all((t == t.to_period(period).to_timestamp()).all() for t in local):
+            return f"pass freq explicitly, e.g. freq={alias!r} (with a fill for the gaps)"
+        return (
+            "dates of calendar periods that are not on the period's first day match no "
+            "frequency: move them there, e.g. frame[time_col] = "
+            f"frame[time_col].dt.to_period({period!r}).dt.to_timestamp(), the {alias!r} grid "
+            "(and pass freq if the data has gaps)"
+        )
     return f"pass freq explicitly, e.g. freq={_alias_for_step(step)!r}"
 
 

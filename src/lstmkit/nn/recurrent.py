@@ -347,4 +347,7 @@ def _preview_rows(rows: list[int]) -> str:
 def _autocast(x: Tensor) -> bool:
     """Whether autocast is on for ``x``'s device: then input, state and weights may differ in
     dtype, and each op casts."""
-    return torch.is_autocast_enabled(x.device.type)
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()

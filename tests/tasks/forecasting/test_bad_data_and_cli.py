@@ -287,6 +287,9 @@ def test_cli_predicts_with_future_covariates_into_parquet(tmp_path):
     assert len(table) == 21 and set(table["series"]) == {"s0", "s1", "s2"}
     result = runner.invoke(app, [*predict, "--future", str(future), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "is a directory; give a file name" in result.output
+    evaluate = ["forecast", "evaluate", "--run", str(run), "--data", str(data)]
+    result = runner.invoke(app, [*evaluate, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "is a directory; give a file name" in result.output
 
 
 def test_cli_errors_keep_bracketed_text_and_name_the_flag(tmp_path):

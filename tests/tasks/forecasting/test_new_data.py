@@ -89,3 +89,37 @@ def test_data_at_another_frequency_is_refused(fitted):
     )
     with pytest.raises(ValueError, match="frequency is 'h' but the forecaster was fitted on 'D'"):
         forecaster.predict(hourly, future=hourly[["date", "store", "promo"]])
+
+
+def test_a_config_with_a_short_test_part_is_refused_where_data_is_split(tmp_path):
+    """The check sits in split(), not in the config, so a forecaster saved before it existed
+    (with a test part shorter than the horizon) still loads and predicts."""
+    import dataclasses
+
+    config = long_config(future_covariates=())
+    short = dataclasses.replace(config, data=dataclasses.replace(config.data, test_size=3))
+    with pytest.raises(ValueError, match="data.test_size is 3, shorter than the horizon 7"):
+        Forecaster(short).fit(make_long_frame())
+    forecaster = Forecaster(config)
+    forecaster.fit(make_long_frame())
+    forecaster.config = short  # as an older version would have saved it
+    forecaster.save(tmp_path / "f.safetensors")
+    loaded = Forecaster.load_from(tmp_path / "f.safetensors")
+    assert len(loaded.predict(make_long_frame())) == 3 * 7
+
+
+def test_future_rows_are_checked_only_where_they_are_read(fitted):
+    forecaster, frame, head = fitted
+    future = _last_week(frame)[["date", "store", "promo"]]
+    later = future.assign(date=future["date"] + pd.Timedelta(days=30), promo=float("nan"))
+    table = forecaster.predict(head, future=pd.concat([future, later, later]))  # NaN, repeats
+    assert len(table) == 21
+    with pytest.raises(ValueError, match=r"future covariates of series 's0' are NaN at"):
+        forecaster.predict(
+            head, future=future.assign(promo=future["promo"].where(future.index != future.index[2]))
+        )
+    with pytest.raises(ValueError, match="future has two rows for series 's0' at"):
+        forecaster.predict(head, future=pd.concat([future, future.iloc[:1]]))
+    aware = future.assign(date=future["date"].dt.tz_localize("UTC"))
+    with pytest.raises(ValueError, match=r"timezone-aware \(UTC\) but the data's are not"):
+        forecaster.predict(head, future=aware)

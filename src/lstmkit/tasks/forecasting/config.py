@@ -87,6 +87,10 @@ class DataConfig:
         check_nonnegative_int("data.test_size", self.test_size)
         check_nonnegative_int("data.seasonal_period", self.seasonal_period)
         check_choice("data.scaler", self.scaler, SCALERS)
+
+    def check_parts(self) -> None:
+        """Raise unless the validation and test parts each hold one whole forecast. (Checked
+        when data is split, not on construction, so a saved forecaster always loads.)"""
         for name in ("val_size", "test_size"):
             size = getattr(self, name)
             if 0 < size < self.horizon:

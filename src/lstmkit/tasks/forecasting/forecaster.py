@@ -90,6 +90,7 @@ class Forecaster:
 
     def split(self, series_set: SeriesSet) -> Split:
         data = self.config.data
+        data.check_parts()
         held = data.test_size + data.validation_steps
         check_min_length(
             series_set,
@@ -274,15 +275,15 @@ class Forecaster:
             )
         table = future[needed].copy()
         table[data.time_col] = pd.to_datetime(table[data.time_col])
-        values = table[list(data.future_covariates)]
+        covariates = list(data.future_covariates)
+        values = table[covariates]
         bad = values.apply(pd.to_numeric, errors="coerce").isna() & values.notna()
-        if values.isna().to_numpy().any() or bad.to_numpy().any():
-            row = int(np.flatnonzero((values.isna() | bad).any(axis=1).to_numpy())[0])
+        if bad.to_numpy().any():
+            row = int(np.flatnonzero(bad.any(axis=1).to_numpy())[0])
             raise ValueError(
                 f"future covariates must be numbers, got {values.iloc[row].to_dict()} in row {row}"
             )
-        covariates = list(data.future_covariates)
-        table[covariates] = values.apply(pd.to_numeric)
+        table[covariates] = values.apply(pd.to_numeric)  # NaN is refused where it is read
         if data.id_col is None:
             return {"": table.set_index(data.time_col)[covariates]}
         return {
@@ -396,12 +397,23 @@ def _future_rows(
         raise ValueError(f"future has no rows for series {series_id!r}")
     if table.index.tz is None and time.tz is not None:
         table = table.tz_localize(time.tz)
+    elif table.index.tz is not None and time.tz is None:
+        raise ValueError(
+            f"future's timestamps are timezone-aware ({table.index.tz}) but the data's are not; "
+            "give both in the same form"
+        )
     missing = time.difference(table.index)
     if len(missing):
         raise ValueError(
             f"future covariates of series {series_id!r} must cover the {len(time)} steps after "
             f"its end ({time[0]} to {time[-1]}); missing {[str(t) for t in missing[:5]]}"
         )
-    if table.index.duplicated().any():
-        raise ValueError(f"future has duplicate timestamps for series {series_id!r}")
-    return table.loc[time].to_numpy(dtype=np.float32)
+    used = table[table.index.isin(time)]
+    if used.index.duplicated().any():
+        first = used.index[used.index.duplicated()][0]
+        raise ValueError(f"future has two rows for series {series_id!r} at {first}")
+    rows = used.loc[time]
+    if rows.isna().to_numpy().any():
+        when = rows.index[rows.isna().any(axis=1).to_numpy()][0]
+        raise ValueError(f"future covariates of series {series_id!r} are NaN at {when}")
+    return rows.to_numpy(dtype=np.float32)

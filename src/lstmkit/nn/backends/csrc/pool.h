@@ -38,14 +38,14 @@ class BufferPool {
           have >= bytes && have <= 2 * bytes) {
         at::Tensor buffer = *it;
         free_.splice(free_.begin(), free_, it);  // most recently used first
-        return buffer.view({-1}).slice(0, 0, numel).view(shape);
+        return alias(buffer, shape, opts);
       }
     }
     at::Tensor buffer = at::empty({numel}, opts);
     free_.push_front(buffer);
     held_ += buffer.nbytes();
     trim();
-    return buffer.view(shape);
+    return alias(buffer, shape, opts);
   }
 
   void release() {
@@ -60,6 +60,13 @@ class BufferPool {
   }
 
  private:
+  // A contiguous tensor of `shape` on the buffer's storage that is not a view of it: autograd
+  // lets a caller edit a custom node's outputs in place only when they are not views.
+  static at::Tensor alias(const at::Tensor& buffer, at::IntArrayRef shape,
+                          const at::TensorOptions& opts) {
+    return at::empty({0}, opts).set_(buffer.storage(), 0, shape);
+  }
+
   void trim() {  // drop least recently used buffers beyond the cap
     while (held_ > kMaxBytes && !free_.empty()) {
       held_ -= free_.back().nbytes();

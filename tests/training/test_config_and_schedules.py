@@ -26,12 +26,13 @@ from lstmkit.training.optim import Schedule, lr_multiplier
             "early_stopping.patience must be an integer >= 0, got -1",
         ),
         (
-            lambda: TrainConfig(clip_value=0),
-            "clip_value must be a positive number, or None to turn it off; got 0",
+            lambda: TrainConfig(clip_value="none"),
+            r"clip_value must be a positive number, or None \(also 0 or false\) to turn it off; "
+            "got 'none'",
         ),
         (
             lambda: TrainConfig(clip_norm=-1.0),
-            "clip_norm must be a positive number, or None to turn it off; got -1.0",
+            r"clip_norm must be a positive number, or None \(also 0 or false\) .*; got -1.0",
         ),
         (lambda: TrainConfig(batch_size=0), "batch_size must be an integer >= 1, got 0"),
         (
@@ -55,6 +56,16 @@ from lstmkit.training.optim import Schedule, lr_multiplier
 def test_bad_training_config(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_clipping_turns_off_with_zero_or_false_as_toml_has_no_null():
+    import tomllib
+
+    values = tomllib.loads("clip_norm = false\nclip_value = 0\n")
+    config = TrainConfig.from_dict(values)
+    assert config.clip_norm is None and config.clip_value is None
+    assert TrainConfig(clip_norm=0.0).clip_norm is None
+    assert TrainConfig(clip_norm=2).clip_norm == 2
 
 
 def test_config_round_trip():

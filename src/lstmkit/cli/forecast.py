@@ -133,6 +133,9 @@ def train(
     static_covariates: Annotated[str | None, Opt(help="Static covariate columns.")] = None,
     freq: Annotated[str | None, Opt(help="Pandas frequency alias; inferred if absent.")] = None,
     fill: Annotated[str | None, Opt(help="none, ffill, interpolate or zero.")] = None,
+    seasonal_period: Annotated[
+        int | None, Opt(help="Season in steps for the seasonal naive and MASE (default: by freq).")
+    ] = None,
     model: Annotated[str | None, Opt(help="direct, autoregressive or segment.")] = None,
     hidden_size: Annotated[int | None, Opt(help="LSTM units.")] = None,
     quantiles: Annotated[str | None, Opt(help="e.g. 0.1,0.5,0.9 for intervals.")] = None,
@@ -157,6 +160,7 @@ def train(
                     "static_covariates": _split(static_covariates),
                     "freq": freq,
                     "fill": fill,
+                    "seasonal_period": seasonal_period,
                 },
                 "model": {"kind": model, "hidden_size": hidden_size},
                 "train": {
@@ -250,6 +254,9 @@ def backtest(
     input_len: Annotated[int | None, Opt(help="Steps of history the model reads.")] = None,
     test_size: Annotated[int | None, Opt(help="Steps each fold tests (default: horizon).")] = None,
     fill: Annotated[str | None, Opt(help="none, ffill, interpolate or zero.")] = None,
+    seasonal_period: Annotated[
+        int | None, Opt(help="Season in steps for the seasonal naive and MASE (default: by freq).")
+    ] = None,
     quantiles: Annotated[str | None, Opt(help="e.g. 0.1,0.5,0.9 for intervals.")] = None,
     folds: Annotated[int, Opt(help="Forecast origins.")] = 3,
     step: Annotated[int, Opt(help="Steps between origins (default: the test size).")] = 0,
@@ -268,6 +275,7 @@ def backtest(
                     **_series_flags(time_col, target, id_col, horizon, input_len),
                     "test_size": test_size,
                     "fill": fill,
+                    "seasonal_period": seasonal_period,
                 },
                 "train": {"max_epochs": epochs, "progress": False},
                 "top": {"quantiles": _quantiles(quantiles)},

@@ -113,7 +113,13 @@ def _parse_time(column: pd.Series, name: str) -> np.ndarray:
         )
     try:
         parsed = pd.to_datetime(column, errors="coerce")
-    except (ValueError, TypeError) as err:
+    except ValueError as err:
+        if "Mixed timezones" not in str(err):
+            raise ValueError(f"time column {name!r} could not be parsed: {err}") from err
+        # local times whose UTC offset changes (daylight saving): one instant each, in UTC
+        parsed = pd.to_datetime(column, errors="coerce", utc=True)
+        logger.info("time column %r mixes UTC offsets (daylight saving?): read as UTC", name)
+    except TypeError as err:
         raise ValueError(f"time column {name!r} could not be parsed: {err}") from err
     bad = parsed.isna().to_numpy()  # (N,)
     if bad.any():
@@ -251,6 +257,10 @@ def _most_common_step(raw: list[_RawSeries]) -> tuple[pd.Timedelta, int] | None:
     return pd.Timedelta(int(values[best]), unit=unit), int(counts[best])
 
 
+class FrequencyError(ValueError):
+    """The frequency could not be inferred from the timestamps."""
+
+
 def _resolve_freq(raw: list[_RawSeries], freq: str | None) -> str:
     """``freq`` if given, else the one alias every inferable series agrees on."""
     if freq is not None:
@@ -261,17 +271,17 @@ def _resolve_freq(raw: list[_RawSeries], freq: str | None) -> str:
         return aliases.pop()
     if len(aliases) > 1:
         found = {sid: alias for sid, alias in inferred.items() if alias is not None}
-        raise ValueError(
+        raise FrequencyError(
             f"series disagree on the inferred frequency: {found}; pass freq explicitly"
         )
     common = _most_common_step(raw)
     if common is None:
-        raise ValueError(
+        raise FrequencyError(
             "cannot infer the frequency: every series has a single timestamp; pass freq "
             "(e.g. freq='h')"
         )
     step, count = common
-    raise ValueError(
+    raise FrequencyError(
         f"cannot infer the frequency: the timestamps are irregular (or have gaps) in every "
         f"series; the most common step is {step} ({count} times); {_freq_hint(step, raw)}"
     )

@@ -174,10 +174,14 @@ class TrainConfig:
         _number("", "ema_decay", self.ema_decay, nonneg=True, below_one=True)
         for name in ("clip_norm", "clip_value"):
             value = getattr(self, name)
+            if value is False or (type(value) in (int, float) and value == 0):
+                object.__setattr__(self, name, None)  # TOML has no null: 0 or false turn it off
+                continue
             ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
             if value is not None and not (ok and math.isfinite(value)):
                 raise ValueError(
-                    f"{name} must be a positive number, or None to turn it off; got {value!r}"
+                    f"{name} must be a positive number, or None (also 0 or false) to turn it "
+                    f"off; got {value!r}"
                 )
         _choice("", "precision", self.precision, PRECISIONS)
         _choice("", "device", self.device, DEVICES)

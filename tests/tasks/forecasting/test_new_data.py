@@ -1,11 +1,14 @@
 """A fitted forecaster on data other than its training frame: known-future covariates over the
 horizon, a subset or reordering of its series, and data it cannot use."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from lstmkit.tasks.forecasting import Forecaster
+from lstmkit.tasks.forecasting import DataConfig, ForecastConfig, Forecaster, ModelConfig, evaluate
+from lstmkit.training import TrainConfig
 
 from .conftest import make_long_frame
 from .test_forecaster import long_config
@@ -94,8 +97,6 @@ def test_data_at_another_frequency_is_refused(fitted):
 def test_a_config_with_a_short_test_part_is_refused_where_data_is_split(tmp_path):
     """The check sits in split(), not in the config, so a forecaster saved before it existed
     (with a test part shorter than the horizon) still loads and predicts."""
-    import dataclasses
-
     config = long_config(future_covariates=())
     short = dataclasses.replace(config, data=dataclasses.replace(config.data, test_size=3))
     with pytest.raises(ValueError, match="data.test_size is 3, shorter than the horizon 7"):
@@ -123,3 +124,63 @@ def test_future_rows_are_checked_only_where_they_are_read(fitted):
     aware = future.assign(date=future["date"].dt.tz_localize("UTC"))
     with pytest.raises(ValueError, match=r"timezone-aware \(UTC\) but the data's are not"):
         forecaster.predict(head, future=aware)
+
+
+def test_gappy_new_data_is_read_at_the_fitted_frequency(fitted):
+    """A gap leaves the frequency uninferable from the new data alone; the fitted one is used,
+    and the gap is filled as configured (here: refused, since fill is "none")."""
+    forecaster, frame, head = fitted
+    future = _last_week(frame)[["date", "store", "promo"]]
+    gappy = head.drop(index=head.index[[5, 90, 170]])  # one gap in each store
+    with pytest.raises(ValueError, match="missing timestamp"):
+        forecaster.predict(gappy, future=future)
+    data = dataclasses.replace(forecaster.config.data, fill="interpolate")
+    forecaster.config = dataclasses.replace(forecaster.config, data=data)
+    try:
+        assert len(forecaster.predict(gappy, future=future)) == 21
+    finally:
+        forecaster.config = long_config()
+
+
+def test_evaluate_needs_only_the_history_it_reads(fitted):
+    forecaster, frame, _ = fitted
+    short = frame[frame.groupby("store").cumcount(ascending=False) < 14 + 7]  # input + test
+    report = evaluate(forecaster, short)
+    assert report["windows"] == 3 and report["fill_notes"] == 0
+    with pytest.raises(ValueError, match=r"fewer than input_len 14 \+ test 7"):
+        evaluate(forecaster, frame[frame.groupby("store").cumcount(ascending=False) < 20])
+
+
+def test_a_season_longer_than_the_history_is_refused_before_training():
+    times = pd.date_range("2021-01-01", periods=120, freq="15min")  # a season of 96 steps
+    frame = pd.DataFrame({"t": times, "y": np.sin(np.arange(120) / 5.0)})
+    config = ForecastConfig(
+        data=DataConfig(time_col="t", targets="y", input_len=8, horizon=4, test_size=40),
+        model=ModelConfig(hidden_size=8),
+        train=TrainConfig(max_epochs=1),
+    )
+    forecaster = Forecaster(config)
+    with pytest.raises(ValueError, match=r"seasonal period is 96 steps .* only 80 steps before"):
+        forecaster.fit(frame)
+    assert forecaster.model is None  # refused before any training
+    fixed = dataclasses.replace(config, data=dataclasses.replace(config.data, seasonal_period=4))
+    forecaster = Forecaster(fixed)
+    forecaster.fit(frame)
+    assert evaluate(forecaster, frame)["seasonal_period"] == 4
+
+
+def test_local_times_across_a_daylight_saving_change_read_as_utc(tmp_path):
+    from lstmkit.data.series_loading import load_series, read_table
+    from lstmkit.data.timeseries import SeriesSpec
+
+    times = pd.date_range("2021-03-27 20:00", periods=12, freq="h", tz="Europe/Berlin")
+    path = tmp_path / "berlin.csv"
+    pd.DataFrame({"t": times.astype(str), "y": np.arange(12.0)}).to_csv(path, index=False)
+    series = load_series(read_table(path), SeriesSpec(time_col="t", targets="y"))
+    assert series.freq == "h" and len(series[0]) == 12
+    assert series[0].time[0] == times[0]  # the same instants
+
+
+def test_quantiles_whose_columns_would_clash_are_refused():
+    with pytest.raises(ValueError, match="give the same column name 'q0.1' twice"):
+        ForecastConfig(data=long_config().data, quantiles=(0.1, 0.1000001, 0.9))

@@ -133,6 +133,13 @@ class ForecastConfig:
                 raise ValueError(f"quantiles must be numbers strictly between 0 and 1, got {q!r}")
         if qs:
             qs = tuple(sorted(set(qs) | {0.5}))
+        names = [f"q{q:g}" for q in qs]  # the forecast table's column names
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise ValueError(
+                f"quantiles {list(qs)} give the same column name {clash[0]!r} twice; use "
+                "levels that differ in their first six significant digits"
+            )
         object.__setattr__(self, "quantiles", qs)
 
     def to_dict(self) -> dict[str, Any]:

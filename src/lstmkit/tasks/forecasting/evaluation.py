@@ -17,10 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lstmkit.data.timeseries import SeriesSet
+from lstmkit.data.timeseries import SeriesSet, check_min_length
 from lstmkit.tasks.forecasting import metrics as M
 from lstmkit.tasks.forecasting.config import ForecastConfig
-from lstmkit.tasks.forecasting.forecaster import Forecaster, item_windows
+from lstmkit.tasks.forecasting.forecaster import (
+    Forecaster,
+    check_seasonal_history,
+    item_windows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +47,20 @@ def evaluate(
             "set it to at least the horizon"
         )
     series_set = frame if isinstance(frame, SeriesSet) else forecaster.load(frame)
-    split = forecaster.split(series_set)
+    data.check_parts()
+    check_min_length(
+        series_set,
+        data.input_len + data.test_size,
+        f"input_len {data.input_len} + test {data.test_size}",
+    )
+    test_start = [len(s) - data.test_size for s in series_set.series]
+    check_seasonal_history(series_set, data, min(test_start))
     scaler = forecaster.scaler_for(series_set)
     scaled_set = scaler.transform(series_set)
     source = scaled_set if scaled else series_set
     windows = forecaster.windows(
         scaled_set,
-        split.test_start,
+        test_start,
         [len(s) for s in series_set.series],
         stride=1,
     )
@@ -76,6 +87,7 @@ def evaluate(
         "horizon": data.horizon,
         "seasonal_period": period,
         "units": "scaled" if scaled else "data",
+        "fill_notes": len(series_set.report),  # fills made in loading (scored as observed)
     }
     for name, values in forecasts.items():
         report[name] = _scores(y, values, scale)
@@ -160,7 +172,13 @@ def backtest(
             report["model"]["mae"],
             report["seasonal_naive"]["mae"],
         )
-    return {"mode": mode, "step": step, "folds": results, "mean": _mean_over_folds(results)}
+    return {
+        "mode": mode,
+        "step": step,
+        "fill_notes": len(series_set.report),
+        "folds": results,
+        "mean": {**_mean_over_folds(results), "fill_notes": len(series_set.report)},
+    }
 
 
 def _mean_over_folds(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Each series is split chronologically; windows for each part may read history fro
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lstmkit.data.scaling import SeriesScaler
-from lstmkit.data.series_loading import load_series
+from lstmkit.data.series_loading import FrequencyError, load_series
 from lstmkit.data.timeseries import SeriesSet, SeriesSpec, check_min_length
 from lstmkit.data.windowing import Window, WindowDataset
 from lstmkit.tasks.forecasting.config import DataConfig, ForecastConfig
@@ -72,7 +73,14 @@ class Forecaster:
     # ------------------------------------------------------------------ data
     def load(self, frame: pd.DataFrame) -> SeriesSet:
         """Validate ``frame`` into series (errors name the column, row or timestamp)."""
-        return load_series(frame, series_spec(self.config.data))  # which logs every fill
+        spec = series_spec(self.config.data)
+        try:
+            return load_series(frame, spec)  # which logs every fill
+        except FrequencyError:
+            if spec.freq is not None or self.freq is None:
+                raise
+            # gappy new data whose frequency cannot be inferred: the one fitted on
+            return load_series(frame, dataclasses.replace(spec, freq=self.freq))
 
     def scaler_for(self, series_set: SeriesSet) -> SeriesScaler:
         """The fitted scaler, for ``series_set``'s series in its order (any subset of the
@@ -100,6 +108,8 @@ class Forecaster:
         )
         train_end = [len(s) - held for s in series_set.series]
         test_start = [len(s) - data.test_size for s in series_set.series]
+        if data.test_size:
+            check_seasonal_history(series_set, data, min(test_start))
         return Split(train_end, test_start)
 
     def windows(
@@ -347,6 +357,19 @@ class Forecaster:
         forecaster.scaler = SeriesScaler.from_state_dict(state["scaler"])
         forecaster.freq = state["freq"]
         return forecaster
+
+
+def check_seasonal_history(series_set: SeriesSet, data: DataConfig, history: int) -> None:
+    """Raise (before any training) unless ``history`` steps before the first test origin
+    cover more than one season: the seasonal naive baseline and MASE need it."""
+    period = data.period(series_set.freq)
+    if history <= period:
+        raise ValueError(
+            f"the seasonal period is {period} steps (from the frequency {series_set.freq!r}) but "
+            f"the shortest series has only {history} steps before its test part; the seasonal "
+            "naive baseline and MASE need more than one season of history: set "
+            "data.seasonal_period (--seasonal-period) to a shorter season, or give more history"
+        )
 
 
 def item_windows(dataset: WindowDataset) -> list[tuple[Window, int | None]]:

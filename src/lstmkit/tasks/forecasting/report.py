@@ -51,8 +51,7 @@ def write_run_report(
         atomic_write_text(fills, json.dumps(notes, indent=2))
     if not forecaster.config.data.test_size:
         return RunReport(None, saved, None, [], fills)
-    report = evaluate(forecaster, series_set)
-    report["fill_notes"] = len(series_set.report)  # one per series and column filled
+    report = evaluate(forecaster, series_set)  # its fill_notes count the fills made
     metrics_path = run_dir / "metrics.json"
     atomic_write_text(metrics_path, json.dumps(report, indent=2, allow_nan=True))
     plots = [
@@ -136,8 +135,8 @@ def format_table(report: dict[str, Any]) -> list[str]:
         rows.append(f"{round(100 * iv['level'])}% interval coverage: {iv['coverage']:.3f}")
     if report.get("fill_notes"):
         rows.append(
-            f"note: data.fill filled gaps or NaNs ({report['fill_notes']} note(s) in "
-            "data_report.json); filled values in the test part are scored as if observed"
+            f"note: data.fill filled gaps or NaNs ({report['fill_notes']} series/column(s)); "
+            "filled values in the test part are scored as if observed"
         )
     if not np.isfinite(report["model"]["mae"]):
         rows.append("warning: the model's MAE is not finite")

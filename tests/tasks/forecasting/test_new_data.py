@@ -184,3 +184,12 @@ def test_local_times_across_a_daylight_saving_change_read_as_utc(tmp_path):
 def test_quantiles_whose_columns_would_clash_are_refused():
     with pytest.raises(ValueError, match="give the same column name 'q0.1' twice"):
         ForecastConfig(data=long_config().data, quantiles=(0.1, 0.1000001, 0.9))
+
+
+def test_predict_gives_the_ids_back_as_they_were_given():
+    frame = make_long_frame()
+    frame["store"] = frame["store"].map({"s0": 10, "s1": 11, "s2": 12})
+    forecaster = Forecaster(long_config(future_covariates=()))
+    forecaster.fit(frame)
+    table = forecaster.predict(frame)
+    assert table["series"].tolist()[::7] == [10, 11, 12]  # ints, ready to merge on

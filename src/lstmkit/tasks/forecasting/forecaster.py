@@ -267,7 +267,11 @@ class Forecaster:
         ends = [len(s) for s in padded.series]
         dataset = self.windows(scaled, [e - data.horizon for e in ends], ends, stride=1)
         values = self.forecast_windows(dataset, scaler=scaler)  # (N, H, C, Q)
-        return self._to_frame(padded, dataset, values)
+        table = self._to_frame(padded, dataset, values)
+        if isinstance(frame, pd.DataFrame) and data.id_col is not None:
+            ids = {str(value): value for value in frame[data.id_col].unique()}
+            table["series"] = table["series"].map(ids)  # the ids as given (ints stay ints)
+        return table
 
     def _future_values(self, future: pd.DataFrame | None) -> dict[str, pd.DataFrame] | None:
         """Per series id, the future covariates over the horizon, indexed by time."""

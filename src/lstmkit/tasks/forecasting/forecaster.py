@@ -27,6 +27,7 @@ from lstmkit.data.series_loading import FrequencyError, load_series
 from lstmkit.data.timeseries import SeriesSet, SeriesSpec, check_min_length
 from lstmkit.data.windowing import Window, WindowDataset
 from lstmkit.tasks.forecasting.config import DataConfig, ForecastConfig
+from lstmkit.tasks.forecasting.future import extend_for_origin, future_tables
 from lstmkit.tasks.forecasting.losses import forecast_loss
 from lstmkit.tasks.forecasting.models import Shapes, build_model
 from lstmkit.training import FitResult, StepOutput, Trainer, load_weights
@@ -262,7 +263,7 @@ class Forecaster:
             )
         if future is not None and not data.future_covariates:
             raise ValueError("future= was given but the model has no future covariates")
-        padded = _extend_for_origin(series_set, data.horizon, self._future_values(future))
+        padded = extend_for_origin(series_set, data.horizon, future_tables(future, data))
         scaled = scaler.transform(padded)
         ends = [len(s) for s in padded.series]
         dataset = self.windows(scaled, [e - data.horizon for e in ends], ends, stride=1)
@@ -272,38 +273,6 @@ class Forecaster:
             ids = {str(value): value for value in frame[data.id_col].unique()}
             table["series"] = table["series"].map(ids)  # the ids as given (ints stay ints)
         return table
-
-    def _future_values(self, future: pd.DataFrame | None) -> dict[str, pd.DataFrame] | None:
-        """Per series id, the future covariates over the horizon, indexed by time."""
-        if future is None:
-            return None
-        data = self.config.data
-        if not isinstance(future, pd.DataFrame):
-            raise ValueError(f"future must be a pandas DataFrame, got {type(future).__name__}")
-        needed = [data.time_col, *([data.id_col] if data.id_col else []), *data.future_covariates]
-        missing = [c for c in needed if c not in future.columns]
-        if missing:
-            raise ValueError(
-                f"future is missing column(s) {missing}; it needs {needed}, got "
-                f"{list(future.columns)}"
-            )
-        table = future[needed].copy()
-        table[data.time_col] = pd.to_datetime(table[data.time_col])
-        covariates = list(data.future_covariates)
-        values = table[covariates]
-        bad = values.apply(pd.to_numeric, errors="coerce").isna() & values.notna()
-        if bad.to_numpy().any():
-            row = int(np.flatnonzero(bad.any(axis=1).to_numpy())[0])
-            raise ValueError(
-                f"future covariates must be numbers, got {values.iloc[row].to_dict()} in row {row}"
-            )
-        table[covariates] = values.apply(pd.to_numeric)  # NaN is refused where it is read
-        if data.id_col is None:
-            return {"": table.set_index(data.time_col)[covariates]}
-        return {
-            str(sid): part.set_index(data.time_col)[covariates]
-            for sid, part in table.groupby(data.id_col, sort=False)
-        }
 
     def _to_frame(
         self, series_set: SeriesSet, dataset: WindowDataset, values: np.ndarray
@@ -388,59 +357,3 @@ def _same_freq(a: str, b: str) -> bool:
         return to_offset(a) == to_offset(b)
     except ValueError:
         return a == b
-
-
-def _extend_for_origin(
-    series_set: SeriesSet, horizon: int, future: dict[str, pd.DataFrame] | None = None
-) -> SeriesSet:
-    """Append ``horizon`` future steps (NaN targets) so the last window's origin is the end;
-    their future covariates come from ``future`` (per series id, indexed by time) when given."""
-    extended = []
-    for s in series_set.series:
-        time = pd.date_range(s.time[-1], periods=horizon + 1, freq=series_set.freq)[1:]
-        pad = lambda a: np.concatenate([a, np.full((horizon, a.shape[1]), np.nan, a.dtype)])  # noqa: E731
-        ahead = pad(s.future)
-        if future is not None:
-            ahead[-horizon:] = _future_rows(future, s.id, time)
-        extended.append(
-            type(s)(
-                id=s.id,
-                time=s.time.append(time),
-                target=pad(s.target),
-                past=pad(s.past),
-                future=ahead,
-                static=s.static,
-            )
-        )
-    return SeriesSet(spec=series_set.spec, freq=series_set.freq, series=extended, report=[])
-
-
-def _future_rows(
-    future: dict[str, pd.DataFrame], series_id: str, time: pd.DatetimeIndex
-) -> np.ndarray:
-    """The future covariates of one series at ``time`` (the horizon after its end)."""
-    table = future.get(series_id) if series_id in future else future.get("")
-    if table is None:
-        raise ValueError(f"future has no rows for series {series_id!r}")
-    if table.index.tz is None and time.tz is not None:
-        table = table.tz_localize(time.tz)
-    elif table.index.tz is not None and time.tz is None:
-        raise ValueError(
-            f"future's timestamps are timezone-aware ({table.index.tz}) but the data's are not; "
-            "give both in the same form"
-        )
-    missing = time.difference(table.index)
-    if len(missing):
-        raise ValueError(
-            f"future covariates of series {series_id!r} must cover the {len(time)} steps after "
-            f"its end ({time[0]} to {time[-1]}); missing {[str(t) for t in missing[:5]]}"
-        )
-    used = table[table.index.isin(time)]
-    if used.index.duplicated().any():
-        first = used.index[used.index.duplicated()][0]
-        raise ValueError(f"future has two rows for series {series_id!r} at {first}")
-    rows = used.loc[time]
-    if rows.isna().to_numpy().any():
-        when = rows.index[rows.isna().any(axis=1).to_numpy()][0]
-        raise ValueError(f"future covariates of series {series_id!r} are NaN at {when}")
-    return rows.to_numpy(dtype=np.float32)

@@ -175,7 +175,6 @@ def backtest(
     return {
         "mode": mode,
         "step": step,
-        "fill_notes": len(series_set.report),
         "folds": results,
         "mean": {**_mean_over_folds(results), "fill_notes": len(series_set.report)},
     }

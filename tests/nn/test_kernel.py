@@ -249,11 +249,14 @@ def test_outputs_edited_in_place_after_the_forward(
 
 
 @pytest.mark.parametrize("cell", ["lstm", "layernorm"])  # the node projects x, or takes it
-@pytest.mark.parametrize("wanted", ["input", "weights", "input_weights_only", "h_n_only"])
+@pytest.mark.parametrize(
+    "wanted", ["input", "weights", "input_weights_only", "recurrent_weights_only", "h_n_only"]
+)
 def test_only_the_gradients_asked_for(kernel, cell, wanted):
     """The layer's C++ node computes dx and dW_ih only where they are needed, and takes a loss
     that does not read the output sequence. Lengths are given: they come first among the node's
-    tensor arguments, so a miscounted one shows here."""
+    tensor arguments, so a miscounted one shows here. With W_ih frozen, the weight gradients'
+    saved operand [x | h'] holds h' alone."""
     torch.manual_seed(5)
     reference = _perturbed(
         LSTM(5, 6, 2, bidirectional=True, cell=cell, backend="reference"), torch.float64
@@ -265,7 +268,8 @@ def test_only_the_gradients_asked_for(kernel, cell, wanted):
     for lstm in (reference, ours):
         x = x0.clone().requires_grad_(wanted != "weights")
         for name, p in lstm.named_parameters():
-            p.requires_grad_(wanted != "input" and (wanted != "input_weights_only" or "ih" in name))
+            only = {"input_weights_only": "ih", "recurrent_weights_only": "weight_hh"}.get(wanted)
+            p.requires_grad_(wanted != "input" and (only is None or only in name))
         out, (h, c) = lstm(x, lengths=lengths)
         loss = (h * h).sum() if wanted == "h_n_only" else (out * out).sum() + c.sum()
         loss.backward()

@@ -1,9 +1,9 @@
 // Backward through time for one direction of one layer (see recurrence.h for the layout).
 //
-// The loop writes dz, the gradient of the input projection, in time order; weight gradients
-// come after the loop, each from one GEMM over all steps:
-//   dW_hh = Σ_t da_t^T h_{t-1}     with h_{t-1} read from the saved output (zero at padding)
-//   dW_hr = Σ_t dh_t^T m_t         (projection only)
+// The loop writes dz, the gradient of the input projection, in time order. dW_hh (with dW_ih,
+// in one GEMM over all steps) is the layer's to compute (layer.h), from dz, or from da, the
+// gradient before the layer norm, which this function then returns. It computes
+//   dW_hr = Σ_t dh_t^T m_t         (projection only), one GEMM after the loop,
 // and db = Σ_t dz_t, the gradient of the biases the step adds (with_bias), summed in the loop
 // in double (per thread, then across threads): tens of thousands of float32 rows otherwise
 // round off more than a pairwise sum would.
@@ -16,8 +16,7 @@ namespace lstmkit {
 template <typename T>
 std::vector<at::Tensor> backward_direction(
     const std::optional<at::Tensor>& grad_out, const std::optional<at::Tensor>& grad_hn,
-    const std::optional<at::Tensor>& grad_cn, at::Tensor& grad_xproj, const at::Tensor& out,
-    const at::Tensor& h0, const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr,
+    const std::optional<at::Tensor>& grad_cn, at::Tensor& grad_xproj, const at::Tensor& h0, const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr,
     const std::optional<at::Tensor>& peep, const std::vector<at::Tensor>& ln,
     const std::optional<at::Tensor>& lengths, bool reverse, int64_t kind, bool with_bias,
     const std::vector<at::Tensor>& saved) {
@@ -127,30 +126,8 @@ std::vector<at::Tensor> backward_direction(
   }
   }
 
-  // dW_hh = Σ da_t^T h_{t-1}: h_{t-1} is the output one step earlier in this direction's order,
-  // or h0 at each sequence's first step.
-  const at::Tensor da_t = ln_cell ? da_hist : grad_xproj;  // (T, B, 4H) time order
-  at::Tensor d_whh;
-  if (!reverse) {
-    d_whh = mm_fast(da_t[0].t(), h0);
-    if (n.T > 1)
-      mm_fast(da_t.slice(0, 1).reshape({-1, n.G}).t(), out.slice(0, 0, n.T - 1).reshape({-1, n.P}),
-             d_whh, 1.0f);
-  } else {
-    at::Tensor first;  // (B, 4H): da at each sequence's first step in reverse order (t = len-1)
-    if (len) {
-      const at::Tensor idx = (*lengths - 1).to(at::kLong);
-      first = da_t.gather(0, idx.view({1, n.B, 1}).expand({1, n.B, n.G}))[0];
-    } else {
-      first = da_t[n.T - 1];
-    }
-    d_whh = mm_fast(first.t(), h0);
-    if (n.T > 1)
-      mm_fast(da_t.slice(0, 0, n.T - 1).reshape({-1, n.G}).t(), out.slice(0, 1).reshape({-1, n.P}),
-             d_whh, 1.0f);
-  }
   const at::Tensor grads = acc.sum(0);
-  std::vector<at::Tensor> result{dh, dc, d_whh};
+  std::vector<at::Tensor> result{dh, dc, ln_cell ? da_hist : at::Tensor()};
   result.push_back(proj ? mm_fast(dh_hist.view({-1, n.P}).t(), m_hist.view({-1, n.H}))
                         : at::Tensor());
   result.push_back(kind == kPeephole ? grads.slice(0, 0, 3 * n.H).view({3, n.H}) : at::Tensor());

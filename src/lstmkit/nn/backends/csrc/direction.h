@@ -32,7 +32,7 @@ inline std::vector<at::Tensor> forward(const at::Tensor& xproj, const at::Tensor
 inline std::vector<at::Tensor> backward(const std::optional<at::Tensor>& grad_out,
                                  const std::optional<at::Tensor>& grad_hn,
                                  const std::optional<at::Tensor>& grad_cn, at::Tensor grad_xproj,
-                                 const at::Tensor& out, const at::Tensor& h0,
+                                 const at::Tensor& h0,
                                  const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr,
                                  const std::optional<at::Tensor>& peep,
                                  const std::vector<at::Tensor>& ln,
@@ -42,7 +42,7 @@ inline std::vector<at::Tensor> backward(const std::optional<at::Tensor>& grad_ou
   TORCH_CHECK(grad_xproj.stride(2) == 1, "last dim must be contiguous");
   std::vector<at::Tensor> result;
   AT_DISPATCH_FLOATING_TYPES(grad_xproj.scalar_type(), "lstmkit_backward", [&] {
-    result = backward_direction<scalar_t>(grad_out, grad_hn, grad_cn, grad_xproj, out, h0, w_hh,
+    result = backward_direction<scalar_t>(grad_out, grad_hn, grad_cn, grad_xproj, h0, w_hh,
                                           w_hr, peep, ln, lengths, reverse, kind, with_bias,
                                           saved);
   });

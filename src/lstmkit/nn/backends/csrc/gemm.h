@@ -40,6 +40,17 @@ inline void transpose_into(const T* src, int64_t rows, int64_t cols, int64_t lds
   }
 }
 
+// w^T as a new contiguous tensor, through the tiled loop above: ATen's copy of a transposed
+// view is the slower of the two for a weight matrix (W_hh, 512 x 128 floats, once per call).
+template <typename T>
+inline at::Tensor transposed(const at::Tensor& w) {
+  const at::Tensor src = w.contiguous();
+  at::Tensor dst = at::empty({src.size(1), src.size(0)}, src.options());
+  transpose_into(src.data_ptr<T>(), src.size(0), src.size(1), src.size(1), dst.data_ptr<T>(),
+                 src.size(0));
+  return dst;
+}
+
 // C (M, N) = A (M, K) @ B (K, N), any leading dimensions; a plain loop the compiler vectorises.
 template <typename T>
 inline void gemm_loop(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,

@@ -14,6 +14,11 @@
 //
 // One C++ node in place of two Python autograd Functions and a bias sum: at batch 1 a training
 // call is mostly per-call overhead, and this is the part of it that is ours.
+//
+// The weight gradients of a direction come from one GEMM after its backward loop,
+//   [dW_ih | dW_hh] = Σ_t dz_t^T [x_t | h_{t-1}],
+// over the operand [x | h'] that the forward pass saves (previous_inputs). One product of
+// I + P columns runs faster than two of I and P (at (64, 100, 32, 128): 2.5 against 2.9 ms).
 #pragma once
 
 #include <torch/csrc/autograd/custom_function.h>
@@ -68,7 +73,6 @@ inline at::Tensor input_weights(const std::vector<DirectionParams>& dirs) {
 }
 
 struct LayerForward {
-  at::Tensor x_flat;  // (T*B, I) the input as the projection read it (with `project`)
   at::Tensor out, h_n, c_n;
   std::vector<std::vector<at::Tensor>> saved;  // per direction, what backward() reads
 };
@@ -81,8 +85,8 @@ inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Te
   LayerForward r;
   at::Tensor xproj = input;
   if (s.project) {
-    r.x_flat = input.reshape({T * B, input.size(2)});  // a copy only for batch-first input
-    xproj = mm_fast(r.x_flat, input_weights(dirs).t()).view({T, B, -1});
+    const at::Tensor x_flat = input.reshape({T * B, input.size(2)});  // a copy if batch-first
+    xproj = mm_fast(x_flat, input_weights(dirs).t()).view({T, B, -1});
   }
   const int64_t G = xproj.size(2) / s.directions, P = h0.size(2), H = c0.size(2);
   r.out = pooled_empty({T, B, s.directions * P}, xproj.options());
@@ -108,6 +112,31 @@ inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Te
   return r;
 }
 
+// [x_t | h_{t-1}] at every step t of one direction, (T, B, I + P), in time order: h_{t-1} is
+// the direction's output one step earlier in its own order, or h0 at each sequence's first step
+// (t = 0 forward, t = len - 1 backward). Without x (I = 0), h_{t-1} alone. Rows past a
+// sequence's length hold finite values (zeros or a state) that meet a zero dz.
+inline at::Tensor previous_inputs(const at::Tensor& x, const at::Tensor& out, const at::Tensor& h0,
+                                  const std::optional<at::Tensor>& lengths, bool reverse) {
+  const int64_t T = out.size(0), B = out.size(1), P = out.size(2);
+  const int64_t I = x.defined() ? x.size(2) : 0;
+  at::Tensor xh = pooled_empty({T, B, I + P}, out.options());
+  if (I > 0) xh.narrow(2, 0, I).copy_(x);
+  at::Tensor h = xh.narrow(2, I, P);
+  if (!reverse) {
+    h[0].copy_(h0);
+    if (T > 1) h.slice(0, 1).copy_(out.slice(0, 0, T - 1));
+  } else {
+    h[T - 1].copy_(h0);
+    if (T > 1) h.slice(0, 0, T - 1).copy_(out.slice(0, 1));
+    if (lengths) {  // each sequence's first step backward is its last valid one
+      const at::Tensor rows = at::arange(B, lengths->options());
+      h.index_put_({*lengths - 1, rows}, h0);
+    }
+  }
+  return xh;
+}
+
 struct LayerFunction : public torch::autograd::Function<LayerFunction> {
   static torch::autograd::variable_list forward(
       torch::autograd::AutogradContext* ctx, int64_t kind, int64_t directions, bool proj,
@@ -128,10 +157,14 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     ctx->saved_data["num_saved"] = static_cast<int64_t>(r.saved[0].size());
     bool need_w_ih = false;  // x is saved only for W_ih's gradient
     for (const auto& p : dirs) need_w_ih = need_w_ih || (p.w_ih.defined() && p.w_ih.requires_grad());
-    // backward reads the outputs (h_{t-1} for dW_hh) from a copy of its own, so that the caller
-    // may edit the returned output in place (an in-place ReLU or dropout), as with torch.nn.LSTM
-    const at::Tensor out_copy = pooled_empty(r.out.sizes(), r.out.options()).copy_(r.out);
-    torch::autograd::variable_list keep{need_w_ih ? r.x_flat : at::Tensor(), out_copy, h0};
+    // The weight gradients' operand [x | h'], one contiguous buffer per direction. It copies the
+    // output, so the caller may edit the returned output in place (an in-place ReLU or dropout)
+    // as with torch.nn.LSTM.
+    const int64_t P = h0.size(2);
+    torch::autograd::variable_list keep{h0};
+    for (int64_t d = 0; d < directions; ++d)
+      keep.push_back(previous_inputs(need_w_ih ? input : at::Tensor(),
+                                     r.out.narrow(2, d * P, P), h0[d], lengths, d == 1));
     keep.insert(keep.end(), params.begin(), params.end());
     for (const auto& per_direction : r.saved) keep.insert(keep.end(), per_direction.begin(), per_direction.end());
     ctx->save_for_backward(keep);
@@ -153,36 +186,41 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     const int64_t num_params = ctx->saved_data["num_params"].toInt();
     const int64_t num_saved = ctx->saved_data["num_saved"].toInt();
     const torch::autograd::variable_list kept = ctx->get_saved_variables();
-    const at::Tensor& x_flat = kept[0];  // (T*B, I)
-    const at::Tensor& out = kept[1];
-    const at::Tensor& h0 = kept[2];
-    const at::TensorList params(kept.data() + 3, num_params);
+    const at::Tensor& h0 = kept[0];
+    const int64_t first_param = 1 + s.directions;  // after h0 and each direction's [x | h']
+    const at::TensorList params(kept.data() + first_param, num_params);
     const std::vector<DirectionParams> dirs = unpack(s, params);
     const at::Tensor &g_out = grads[0], &g_hn = grads[1], &g_cn = grads[2];
 
-    const int64_t T = out.size(0), B = out.size(1), P = h0.size(2);
+    const at::Tensor& xh0 = kept[1];
+    const int64_t T = xh0.size(0), B = xh0.size(1), P = h0.size(2);
     const int64_t G = dirs[0].w_hh.size(0);  // 4H
-    at::Tensor grad_xproj = pooled_empty({T, B, s.directions * G}, out.options());  // all written
+    const int64_t I = xh0.size(2) - P;         // x's columns in [x | h'] (0 without W_ih's grad)
+    at::Tensor grad_xproj = pooled_empty({T, B, s.directions * G}, xh0.options());  // all written
     std::vector<at::Tensor> dh0, dc0;
     std::vector<std::vector<at::Tensor>> dparams(s.directions);
     for (int64_t d = 0; d < s.directions; ++d) {
       const DirectionParams& p = dirs[d];
-      const std::vector<at::Tensor> saved(kept.begin() + 3 + num_params + d * num_saved,
-                                          kept.begin() + 3 + num_params + (d + 1) * num_saved);
+      const int64_t first_saved = first_param + num_params + d * num_saved;
+      const std::vector<at::Tensor> saved(kept.begin() + first_saved,
+                                          kept.begin() + first_saved + num_saved);
+      const at::Tensor dz = grad_xproj.slice(2, d * G, (d + 1) * G);
       std::vector<at::Tensor> res = lstmkit::backward(
           g_out.defined() ? std::optional<at::Tensor>(g_out.slice(2, d * P, (d + 1) * P))
                           : std::nullopt,
           g_hn.defined() ? std::optional<at::Tensor>(g_hn[d]) : std::nullopt,
-          g_cn.defined() ? std::optional<at::Tensor>(g_cn[d]) : std::nullopt,
-          grad_xproj.slice(2, d * G, (d + 1) * G), out.slice(2, d * P, (d + 1) * P),
+          g_cn.defined() ? std::optional<at::Tensor>(g_cn[d]) : std::nullopt, dz,
           h0[d].contiguous(), p.w_hh, p.w_hr, p.peep, p.ln, lengths, d == 1, s.kind,
           s.bias_in_step, saved);
       dh0.push_back(res[0]);
       dc0.push_back(res[1]);
-      // res: dh0, dc0, dW_hh, dW_hr, dpeep, dbias, dln... (undefined where the cell has none)
+      // [dW_ih | dW_hh] in one GEMM, from dz (or from da, before the layer norm: res[2])
+      const at::Tensor& da = s.kind == kLayerNorm ? res[2] : dz;
+      const at::Tensor dw = mm_fast(da.reshape({T * B, G}).t(), kept[1 + d].view({T * B, I + P}));
+      // res: dh0, dc0, da, dW_hr, dpeep, dbias, dln... (undefined where the cell has none)
       std::vector<at::Tensor>& dp = dparams[d];
-      if (s.project) dp.emplace_back();  // dW_ih, filled below
-      dp.push_back(res[2]);
+      if (s.project) dp.push_back(I > 0 ? dw.narrow(1, 0, I) : at::Tensor());
+      dp.push_back(dw.narrow(1, I, P));
       if (s.proj) dp.push_back(res[3]);
       if (s.kind == kPeephole) dp.push_back(res[4]);
       if (s.bias_in_step) {
@@ -197,17 +235,9 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     at::Tensor d_input;
     if (!s.project) {
       if (ctx->needs_input_grad(edge0)) d_input = grad_xproj;
-    } else {
+    } else if (ctx->needs_input_grad(edge0)) {
       const at::Tensor flat = grad_xproj.view({T * B, s.directions * G});
-      if (ctx->needs_input_grad(edge0))
-        d_input = mm_fast(flat, input_weights(dirs)).view({T, B, dirs[0].w_ih.size(1)});
-      bool need_w = false;
-      for (int64_t d = 0; d < s.directions; ++d)
-        need_w = need_w || ctx->needs_input_grad(edge0 + 3 + d * (num_params / s.directions));
-      if (need_w) {
-        const at::Tensor dw = mm_fast(flat.t(), x_flat);  // (D*4H, I)
-        for (int64_t d = 0; d < s.directions; ++d) dparams[d][0] = dw.slice(0, d * G, (d + 1) * G);
-      }
+      d_input = mm_fast(flat, input_weights(dirs)).view({T, B, dirs[0].w_ih.size(1)});
     }
     torch::autograd::variable_list result(6);  // kind .. lengths: no gradient
     result.push_back(d_input);

@@ -93,8 +93,8 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
   const Shapes n{xproj.size(0), xproj.size(1), c0.size(1), xproj.size(2), h0.size(1)};
   const bool proj = w_hr.has_value();
   const auto opts = xproj.options();
-  const at::Tensor whh_t = w_hh.t().contiguous();                           // (P, 4H)
-  const at::Tensor whr_t = proj ? w_hr->t().contiguous() : at::Tensor();    // (H, P)
+  const at::Tensor whh_t = transposed<T>(w_hh);                          // (P, 4H)
+  const at::Tensor whr_t = proj ? transposed<T>(*w_hr) : at::Tensor();   // (H, P)
   const int64_t* len = lengths ? lengths->data_ptr<int64_t>() : nullptr;
   const bool ln_cell = kind == kLayerNorm;
   Saved sv;

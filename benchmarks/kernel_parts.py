@@ -103,7 +103,9 @@ def parts(batch: int, steps: int, inputs: int, hidden: int, reps: int) -> dict[s
         ),
         "GEMM: input projection x W_ih^T": lambda: kernel.linear_forward(flat_x, w_ih),
         "GEMM: dx = dz W_ih": lambda: kernel.linear_forward(grad, w_ih.t()),
-        "GEMM: [dW_ih | dW_hh] = dz^T [x | h']": lambda: kernel.linear_forward(grad.t(), xh.t()),
+        "GEMM: dW_ih and dW_hh in one, dz^T [x, h']": lambda: kernel.linear_forward(
+            grad.t(), xh.t()
+        ),
         "(not in the layer) GEMM: dW_ih = dz^T x": lambda: kernel.linear_forward(
             grad.t(), flat_x.t()
         ),

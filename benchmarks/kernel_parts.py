@@ -7,7 +7,8 @@ At (B, T, I, H) = (1, 1, 32, 128) (a call that is all fixed cost), (1, 100, 32, 
 (no interleaving, so each part keeps its weights in cache, unlike ``kernels.py``):
 
 - ours and torch.nn.LSTM: a forward without gradients, a forward with them, and a training call
-  (forward, ``out.sum()``, backward);
+  (forward, ``out.sum()``, backward); the same three for the layer's C++ autograd node called
+  directly (time-major input, no module around it);
 - the C++ recurrence alone, forward (saving what backward needs) and backward through time,
   called directly;
 - the GEMMs of the layer: the input projection, dx, and the weight gradients: the one GEMM
@@ -77,6 +78,21 @@ def parts(batch: int, steps: int, inputs: int, hidden: int, reps: int) -> dict[s
     grad = torch.randn(steps * batch, 4 * hidden)
     h = torch.randn(steps * batch, hidden)
     xh = torch.cat([flat_x, h], dim=1)
+    # the layer's C++ autograd node called directly, time-major, without the module around it
+    params = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+    x_tm = x.transpose(0, 1).contiguous().requires_grad_()
+    h0_1, c0_1 = h0.unsqueeze(0), c0.unsqueeze(0)
+
+    def node():
+        return kernel.layer(kind, 1, False, True, True, None, x_tm, h0_1, c0_1, params)
+
+    def node_no_grad():
+        with torch.no_grad():
+            node()
+
+    def node_train():
+        node()[0].sum().backward()
+
     timed = {
         "ours: forward, no grad": no_grad(ours),
         "torch: forward, no grad": no_grad(theirs),
@@ -84,6 +100,9 @@ def parts(batch: int, steps: int, inputs: int, hidden: int, reps: int) -> dict[s
         "torch: forward with grad": lambda: theirs(xg),
         "ours: training call": train(ours),
         "torch: training call": train(theirs),
+        "ours, the C++ node alone: forward, no grad": node_no_grad,
+        "ours, the C++ node alone: forward with grad": node,
+        "ours, the C++ node alone: training call": node_train,
         "C++ forward loop (saving)": lambda: kernel.forward(*args, True, out),
         "C++ backward loop": lambda: kernel.backward(
             grad_out,
@@ -145,7 +164,9 @@ def markdown(report: dict) -> str:
         lines.append(
             f"- {shape}: ours {ours:.0f} µs, torch {theirs:.0f} µs ({theirs / ours:.2f}x); the C++ "
             f"loops and the layer's GEMMs {inside:.0f} µs, the rest (Python, autograd, the "
-            f"module call) {ours - inside:.0f} µs."
+            f"module call) {ours - inside:.0f} µs; the C++ node alone "
+            f"{p['ours, the C++ node alone: training call']:.0f} µs, so the module's Python "
+            f"around it {ours - p['ours, the C++ node alone: training call']:.0f} µs."
         )
     return "\n".join(lines) + "\n"
 

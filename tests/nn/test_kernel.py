@@ -282,6 +282,23 @@ def test_only_the_gradients_asked_for(kernel, cell, wanted):
     assert (grads[1]["x"] is None) == (wanted == "weights")
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_weight_gradients_come_back_contiguous(kernel, bidirectional):
+    """W_ih's and W_hh's gradients come from one product over [x | h']; each comes back as a
+    tensor of its own, so code that sees it before AccumulateGrad (autograd.grad, a hook) can
+    .view() it, as with the reference backend."""
+    torch.manual_seed(3)
+    lstm = LSTM(5, 6, bidirectional=bidirectional, backend="kernel")
+    seen = []
+    lstm.cells[0].weight_hh.register_hook(lambda g: seen.append(g.view(-1)))
+    out, _ = lstm(torch.randn(3, 4, 5))
+    weights = [p for name, p in lstm.named_parameters() if "weight" in name]
+    grads = torch.autograd.grad((out * out).sum(), weights)
+    assert [g.is_contiguous() for g in grads] == [True] * len(weights)
+    assert len({g.data_ptr() for g in grads}) == len(grads)  # no two share a buffer
+    assert len(seen) == 1 and seen[0].numel() == 24 * 6
+
+
 def test_higher_order_gradients_say_which_backend_has_them(kernel):
     lstm = LSTM(3, 4, backend="kernel")
     out, _ = lstm(torch.randn(2, 5, 3))

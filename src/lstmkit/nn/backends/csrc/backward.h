@@ -16,7 +16,8 @@ namespace lstmkit {
 template <typename T>
 std::vector<at::Tensor> backward_direction(
     const std::optional<at::Tensor>& grad_out, const std::optional<at::Tensor>& grad_hn,
-    const std::optional<at::Tensor>& grad_cn, at::Tensor& grad_xproj, const at::Tensor& h0, const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr,
+    const std::optional<at::Tensor>& grad_cn, at::Tensor& grad_xproj, const at::Tensor& h0,
+    const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr,
     const std::optional<at::Tensor>& peep, const std::vector<at::Tensor>& ln,
     const std::optional<at::Tensor>& lengths, bool reverse, int64_t kind, bool with_bias,
     const std::vector<at::Tensor>& saved) {

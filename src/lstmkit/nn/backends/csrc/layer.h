@@ -4,8 +4,8 @@
 //       -> [out (T, B, D*P), h_n (D, B, P), c_n (D, B, H)]
 //
 // With `project`, `input` is the layer's input x (T, B, I) and the node also runs the input
-// projection, x W_ih^T for every step and direction in one GEMM, and its backward (dx and dW_ih,
-// one GEMM each). Without it (the layer-norm cell, whose norm of that projection is written in
+// projection, x W_ih^T for every step and direction in one GEMM, and its backward (dx in one
+// GEMM, dW_ih with dW_hh, below). Without it (the layer-norm cell, whose norm of that projection is written in
 // PyTorch ops), `input` is the projection (T, B, D*4H) itself.
 //
 // `params` holds, per direction: [W_ih if project] W_hh [W_hr] [peepholes (3, H)]
@@ -18,7 +18,9 @@
 // The weight gradients of a direction come from one GEMM after its backward loop,
 //   [dW_ih | dW_hh] = Σ_t dz_t^T [x_t | h_{t-1}],
 // over the operand [x | h'] that the forward pass saves (previous_inputs). One product of
-// I + P columns runs faster than two of I and P (at (64, 100, 32, 128): 2.5 against 2.9 ms).
+// I + P columns runs faster than two of I and P (benchmarks/kernel_parts.py: at
+// (64, 100, 32, 128), 2.6 ms against 0.7 + 2.0 ms). Neither is saved nor run when no weight
+// needs a gradient.
 #pragma once
 
 #include <torch/csrc/autograd/custom_function.h>
@@ -115,7 +117,8 @@ inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Te
 // [x_t | h_{t-1}] at every step t of one direction, (T, B, I + P), in time order: h_{t-1} is
 // the direction's output one step earlier in its own order, or h0 at each sequence's first step
 // (t = 0 forward, t = len - 1 backward). Without x (I = 0), h_{t-1} alone. Rows past a
-// sequence's length hold finite values (zeros or a state) that meet a zero dz.
+// sequence's length meet a zero dz: h' there is finite (zeros or a state), x is the input as
+// given (the Python layer zeroes it past each length, so that NaN padding stays out).
 inline at::Tensor previous_inputs(const at::Tensor& x, const at::Tensor& out, const at::Tensor& h0,
                                   const std::optional<at::Tensor>& lengths, bool reverse) {
   const int64_t T = out.size(0), B = out.size(1), P = out.size(2);
@@ -155,16 +158,21 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     ctx->saved_data["lengths"] = lengths;
     ctx->saved_data["num_params"] = static_cast<int64_t>(params.size());
     ctx->saved_data["num_saved"] = static_cast<int64_t>(r.saved[0].size());
-    bool need_w_ih = false;  // x is saved only for W_ih's gradient
-    for (const auto& p : dirs) need_w_ih = need_w_ih || (p.w_ih.defined() && p.w_ih.requires_grad());
+    bool need_w_ih = false, need_w_hh = false;  // x is saved only for W_ih's gradient
+    for (const auto& p : dirs) {
+      need_w_ih = need_w_ih || (p.w_ih.defined() && p.w_ih.requires_grad());
+      need_w_hh = need_w_hh || p.w_hh.requires_grad();
+    }
     // The weight gradients' operand [x | h'], one contiguous buffer per direction. It copies the
     // output, so the caller may edit the returned output in place (an in-place ReLU or dropout)
     // as with torch.nn.LSTM.
     const int64_t P = h0.size(2);
     torch::autograd::variable_list keep{h0};
     for (int64_t d = 0; d < directions; ++d)
-      keep.push_back(previous_inputs(need_w_ih ? input : at::Tensor(),
-                                     r.out.narrow(2, d * P, P), h0[d], lengths, d == 1));
+      keep.push_back(need_w_ih || need_w_hh
+                         ? previous_inputs(need_w_ih ? input : at::Tensor(),
+                                           r.out.narrow(2, d * P, P), h0[d], lengths, d == 1)
+                         : at::Tensor());
     keep.insert(keep.end(), params.begin(), params.end());
     for (const auto& per_direction : r.saved) keep.insert(keep.end(), per_direction.begin(), per_direction.end());
     ctx->save_for_backward(keep);
@@ -192,11 +200,10 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     const std::vector<DirectionParams> dirs = unpack(s, params);
     const at::Tensor &g_out = grads[0], &g_hn = grads[1], &g_cn = grads[2];
 
-    const at::Tensor& xh0 = kept[1];
-    const int64_t T = xh0.size(0), B = xh0.size(1), P = h0.size(2);
-    const int64_t G = dirs[0].w_hh.size(0);  // 4H
-    const int64_t I = xh0.size(2) - P;         // x's columns in [x | h'] (0 without W_ih's grad)
-    at::Tensor grad_xproj = pooled_empty({T, B, s.directions * G}, xh0.options());  // all written
+    const at::Tensor& gates0 = kept[first_param + num_params];  // (T, B, G), saved first
+    const int64_t T = gates0.size(0), B = gates0.size(1), P = h0.size(2);
+    const int64_t G = dirs[0].w_hh.size(0);  // 4H (3H for the CIFG cell)
+    at::Tensor grad_xproj = pooled_empty({T, B, s.directions * G}, gates0.options());  // all written
     std::vector<at::Tensor> dh0, dc0;
     std::vector<std::vector<at::Tensor>> dparams(s.directions);
     for (int64_t d = 0; d < s.directions; ++d) {
@@ -214,13 +221,22 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
           s.bias_in_step, saved);
       dh0.push_back(res[0]);
       dc0.push_back(res[1]);
-      // [dW_ih | dW_hh] in one GEMM, from dz (or from da, before the layer norm: res[2])
-      const at::Tensor& da = s.kind == kLayerNorm ? res[2] : dz;
-      const at::Tensor dw = mm_fast(da.reshape({T * B, G}).t(), kept[1 + d].view({T * B, I + P}));
+      // [dW_ih | dW_hh] in one GEMM, from dz (or from da, before the layer norm: res[2]), each
+      // returned contiguous (a view of the product would fail a hook's or autograd.grad
+      // caller's .view(); AccumulateGrad takes a contiguous one over without a copy)
+      at::Tensor dw_ih, dw_hh;
+      const at::Tensor& xh = kept[1 + d];  // undefined when no weight needs a gradient
+      if (xh.defined()) {
+        const int64_t I = xh.size(2) - P;  // x's columns (0 without W_ih's gradient)
+        const at::Tensor& da = s.kind == kLayerNorm ? res[2] : dz;
+        const at::Tensor dw = mm_fast(da.reshape({T * B, G}).t(), xh.view({T * B, I + P}));
+        if (I > 0) dw_ih = dw.narrow(1, 0, I).contiguous();
+        dw_hh = dw.narrow(1, I, P).contiguous();
+      }
       // res: dh0, dc0, da, dW_hr, dpeep, dbias, dln... (undefined where the cell has none)
       std::vector<at::Tensor>& dp = dparams[d];
-      if (s.project) dp.push_back(I > 0 ? dw.narrow(1, 0, I) : at::Tensor());
-      dp.push_back(dw.narrow(1, I, P));
+      if (s.project) dp.push_back(dw_ih);
+      dp.push_back(dw_hh);
       if (s.proj) dp.push_back(res[3]);
       if (s.kind == kPeephole) dp.push_back(res[4]);
       if (s.bias_in_step) {

@@ -4,8 +4,8 @@
 //   layer(kind, directions, proj, bias_in_step, project, lengths, input, h0, c0, params)
 //                                                       one layer as one autograd node (layer.h)
 //   forward(xproj, h0, c0, w_hh, w_hr, peep, bias, ln, lengths, reverse, kind, save, out)
-//   backward(grad_out, grad_hn, grad_cn, grad_xproj, out, h0, w_hh, w_hr, peep, ln, lengths,
-//            reverse, kind, with_bias, saved)
+//   backward(grad_out, grad_hn, grad_cn, grad_xproj, h0, w_hh, w_hr, peep, ln, lengths,
+//            reverse, kind, with_bias, saved)     one direction's loop (dW_ih, dW_hh: layer.h)
 //   Stepper(layers, kind, hidden, batch).step(x)       streaming inference
 //   pair_forward(xq, hh, c0, peep, kind), pair_backward(dh, xq, hh, c0, peep, kind)
 //                                                       one step for every (state, input) pair

@@ -5,8 +5,8 @@
 //
 // With `project`, `input` is the layer's input x (T, B, I) and the node also runs the input
 // projection, x W_ih^T for every step and direction in one GEMM, and its backward (dx in one
-// GEMM, dW_ih with dW_hh, below). Without it (the layer-norm cell, whose norm of that projection is written in
-// PyTorch ops), `input` is the projection (T, B, D*4H) itself.
+// GEMM, dW_ih with dW_hh, below). Without it (the layer-norm cell, whose norm of that
+// projection is written in PyTorch ops), `input` is the projection (T, B, D*4H) itself.
 //
 // `params` holds, per direction: [W_ih if project] W_hh [W_hr] [peepholes (3, H)]
 // [b_ih b_hh if bias_in_step] [the four layer-norm tensors]. The step adds b_ih + b_hh; both get
@@ -19,8 +19,8 @@
 //   [dW_ih | dW_hh] = Σ_t dz_t^T [x_t | h_{t-1}],
 // over the operand [x | h'] that the forward pass saves (previous_inputs). One product of
 // I + P columns runs faster than two of I and P (benchmarks/kernel_parts.py: at
-// (64, 100, 32, 128), 2.6 ms against 0.7 + 2.0 ms). Neither is saved nor run when no weight
-// needs a gradient.
+// (64, 100, 32, 128), 2.3-2.6 ms against 2.5-2.8 ms for the two). Neither is saved nor run
+// when no weight needs a gradient.
 #pragma once
 
 #include <torch/csrc/autograd/custom_function.h>
@@ -203,7 +203,8 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     const at::Tensor& gates0 = kept[first_param + num_params];  // (T, B, G), saved first
     const int64_t T = gates0.size(0), B = gates0.size(1), P = h0.size(2);
     const int64_t G = dirs[0].w_hh.size(0);  // 4H (3H for the CIFG cell)
-    at::Tensor grad_xproj = pooled_empty({T, B, s.directions * G}, gates0.options());  // all written
+    // (every element written by the backward loops)
+    at::Tensor grad_xproj = pooled_empty({T, B, s.directions * G}, gates0.options());
     std::vector<at::Tensor> dh0, dc0;
     std::vector<std::vector<at::Tensor>> dparams(s.directions);
     for (int64_t d = 0; d < s.directions; ++d) {

@@ -21,6 +21,8 @@ import math
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import short_commit, write_report
 
@@ -47,29 +49,6 @@ def runs_of(paths: list[Path]) -> list[dict]:
     return runs
 
 
-def ranks(values: list[float]) -> list[float]:
-    """Ranks from 1, ties sharing their mean rank."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def pearson(x: list[float], y: list[float]) -> float:
-    mx, my = sum(x) / len(x), sum(y) / len(y)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
-
-
 def agreement(runs: list[dict], min_runs: int) -> list[dict]:
     groups: dict[tuple[str, int], list[dict]] = {}
     for run in runs:
@@ -78,18 +57,18 @@ def agreement(runs: list[dict], min_runs: int) -> list[dict]:
     for (dataset, horizon), group in sorted(groups.items()):
         if len(group) < min_runs:
             continue
-        val = [r["val_loss"] for r in group]
-        test = [r["mse"] for r in group]
+        val = pd.Series([r["val_loss"] for r in group])
+        test = pd.Series([r["mse"] for r in group])
         chosen = min(group, key=lambda r: r["val_loss"])
         table.append(
             {
                 "dataset": dataset,
                 "horizon": horizon,
                 "runs": len(group),
-                "spearman": pearson(ranks(val), ranks(test)),
-                "pearson": pearson(val, test),
-                "test_min": min(test),
-                "test_max": max(test),
+                "spearman": val.rank().corr(test.rank()),  # (pandas' own needs scipy)
+                "pearson": val.corr(test),
+                "test_min": test.min(),
+                "test_max": test.max(),
                 "test_of_lowest_val": chosen["mse"],
                 "lowest_val_file": chosen["file"],
             }

@@ -26,7 +26,8 @@ from lstmkit.nn import LSTM, LSTMConfig
         ),
         (
             dict(input_size=3, hidden_size=4, backend="cuda"),
-            "backend must be one of 'auto', 'reference', 'fused', 'kernel', 'compiled'; got 'cuda'",
+            "backend must be one of 'auto', 'reference', 'fused', 'kernel', 'graphed', "
+            "'compiled'; got 'cuda'",
         ),
         (
             dict(input_size=3, hidden_size=4, dropout=1.0),

@@ -14,7 +14,7 @@ from lstmkit.nn.validation import (
 )
 
 CELL_NAMES = ("lstm", "peephole", "layernorm", "cifg")
-BACKEND_NAMES = ("auto", "reference", "fused", "kernel", "compiled")
+BACKEND_NAMES = ("auto", "reference", "fused", "kernel", "graphed", "compiled")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class LSTMConfig:
     forget_bias: float = 1.0  # forget-gate bias at init (Jozefowicz et al. 2015)
     chrono_init: int = 0  # if > 0, chrono init for dependencies up to this many steps
     # Execution
-    backend: str = "auto"  # "auto", "kernel", "fused", "compiled" or "reference"
+    backend: str = "auto"  # "auto", "kernel", "fused", "graphed", "compiled" or "reference"
 
     def __post_init__(self) -> None:
         check_positive_int("input_size", self.input_size)

@@ -4,8 +4,8 @@
 gradient checks run on. ``fused`` calls PyTorch's own LSTM kernel (cuDNN on GPUs) for the
 configurations that kernel supports. ``kernel`` is lstmkit's own C++ loop over time for CPU
 tensors, built on first use (see ``docs/performance.md`` for how it compares). ``compiled`` is
-the reference loop with each step fused by ``torch.compile``: the GPU path for the variants
-cuDNN cannot run. ``auto`` takes
+the reference loop with each step fused by ``torch.compile``, and ``graphed`` records that loop
+as CUDA graphs and replays them: the GPU path for the variants cuDNN cannot run. ``auto`` takes
 the first backend in ``PREFERENCE`` that can run the configuration on the layer's device and
 dtype, and ``BackendChoice.reason`` says why the faster ones were passed over.
 """
@@ -19,12 +19,20 @@ import torch
 from lstmkit.nn.backends.base import Backend, LayerOutput, LayerRun, Placement
 from lstmkit.nn.backends.compiled import CompiledBackend
 from lstmkit.nn.backends.fused import FusedBackend
+from lstmkit.nn.backends.graphed import GraphedBackend
 from lstmkit.nn.backends.kernel import CELL_KINDS, KernelBackend, kernel_unavailable, load_kernel
 from lstmkit.nn.backends.reference import ReferenceBackend
 from lstmkit.nn.config import LSTMConfig
 
 BACKENDS: dict[str, Backend] = {
-    b.name: b for b in (KernelBackend(), FusedBackend(), CompiledBackend(), ReferenceBackend())
+    b.name: b
+    for b in (
+        KernelBackend(),
+        FusedBackend(),
+        GraphedBackend(),
+        CompiledBackend(),
+        ReferenceBackend(),
+    )
 }
 # Fastest first, as measured (docs/performance.md). Training (forward+backward): the C++ kernel;
 # it declines non-CPU tensors, so on GPUs the fused (cuDNN) path wins. Inference: PyTorch's
@@ -32,9 +40,10 @@ BACKENDS: dict[str, Backend] = {
 # shapes (the kernel wins at some large ones, with no simple rule between them:
 # benchmarks/results/kernel_selection_forward.md), so it goes first and the kernel takes the
 # variants it cannot run. On GPUs the variants cuDNN cannot run take the
-# compiled step (benchmarks/results/gpu.md); ``auto`` never picks it elsewhere.
-PREFERENCE: tuple[str, ...] = ("kernel", "fused", "compiled", "reference")
-INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "compiled", "reference")
+# compiled step recorded as CUDA graphs, or the compiled step alone where a graph cannot hold
+# them (benchmarks/results/gpu.md); ``auto`` never picks either elsewhere.
+PREFERENCE: tuple[str, ...] = ("kernel", "fused", "graphed", "compiled", "reference")
+INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "graphed", "compiled", "reference")
 # Except where the C++ kernel shares the hidden units among threads (fewer than four rows per
 # thread, hidden 91-768, no projection): there its forward pass is the faster one too
 # (benchmarks/results/kernels.md, batch sweep), so inference follows the training order.

@@ -1,0 +1,303 @@
+"""The graphed backend: the compiled loop over time, recorded as CUDA graphs and replayed.
+
+The compiled step fuses each step's arithmetic, but the loop over time stays in Python: every
+step launches its GEMM and fused kernels one at a time, and at the sizes LSTMs train at a GPU
+spends most of a call waiting for those launches (``benchmarks/results/gpu.md``). A CUDA graph
+records all of a layer's launches once, the forward pass and, when gradients are wanted, the
+backward pass, and replays them with one call each:
+
+    first call of a shape      the compiled step, as the compiled backend runs it
+    second call of that shape  warm up, then record the forward (and backward) pass
+    later calls                copy the inputs in, replay, copy the outputs out
+
+A shape here is everything a recording depends on: the shapes, dtypes and ``requires_grad`` of
+the inputs and parameters, the grad mode, padding, DropConnect and recurrent-dropout masks
+(inputs of the graph, drawn by the layer), and the parameters' storage. Each layer keeps its
+``MAX_GRAPHS`` most recently used recordings. Outputs and gradients are copies, so a later
+call never overwrites a tensor the caller holds.
+
+A recording holds one call's saved activations, so a call of a shape whose previous call still
+awaits its backward pass runs the compiled step instead, as do calls under autocast and calls
+made while the stream is itself being captured. A backward pass whose activations a later call
+has overwritten (only possible with ``retain_graph=True``) raises rather than return wrong
+gradients; double backward is not supported. ``auto`` picks this backend on CUDA devices for
+what cuDNN cannot run, except zoneout in training, whose masks are drawn inside each step.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from lstmkit.nn.backends import compiled
+from lstmkit.nn.backends.base import (
+    LayerOutput,
+    LayerRun,
+    Padding,
+    Placement,
+    active_transform,
+    padding_for,
+)
+from lstmkit.nn.backends.reference import run_layer
+from lstmkit.nn.cell import LSTMCell
+from lstmkit.nn.config import LSTMConfig
+
+logger = logging.getLogger(__name__)
+
+MAX_GRAPHS = 4  # recordings kept per layer, least recently used dropped first
+UNRECORDABLE = -1  # a shape whose recording failed: it keeps running the compiled step
+CAPTURE_AT = 2  # the call of a shape that records it (the first compiles the step)
+WARMUP = 2  # untimed runs on a side stream before recording (allocator and compiler settle)
+
+
+class GraphedBackend:
+    name = "graphed"
+
+    def unsupported(self, config: LSTMConfig, training: bool, tracing: bool) -> str | None:
+        if tracing:
+            return "gate tracing needs the reference backend (a CUDA graph replays fused steps)"
+        if training and (config.zoneout_cell or config.zoneout_hidden):
+            return "zoneout in training draws its masks inside each step, which a graph replays"
+        transform = active_transform()
+        if transform:
+            return f"{transform} needs the reference backend (a replayed graph has no such rule)"
+        return None
+
+    def unsupported_placement(self, placement: Placement) -> str | None:
+        if placement.device.type != "cuda":
+            return f"CUDA graphs are recorded on CUDA devices only (got {placement.device.type})"
+        return None
+
+    def run_layer(self, run: LayerRun) -> LayerOutput:
+        return _layer_graphs(run.cells[0]).run(run)
+
+
+def _advance():
+    """The step the graphs record: the compiled one where Triton exists, else the reference."""
+    return compiled._advance if compiled._has_triton() else None
+
+
+def _fallback(run: LayerRun) -> LayerOutput:
+    return run_layer(run, advance=_advance())
+
+
+# ------------------------------------------------------------------------------ one layer
+_LAYERS: weakref.WeakKeyDictionary[LSTMCell, _LayerGraphs] = weakref.WeakKeyDictionary()
+
+
+def _layer_graphs(cell: LSTMCell) -> _LayerGraphs:
+    """The recordings of the layer whose first direction is ``cell`` (they never hold the
+    cell itself, so they go when the layer does)."""
+    graphs = _LAYERS.get(cell)
+    if graphs is None:
+        graphs = _LAYERS[cell] = _LayerGraphs()
+    return graphs
+
+
+@dataclass
+class _LayerGraphs:
+    seen: OrderedDict[tuple, int | _Recording] = field(default_factory=OrderedDict)
+
+    def run(self, run: LayerRun) -> LayerOutput:
+        on_cuda = run.x.device.type == "cuda"
+        if on_cuda and (
+            torch.is_autocast_enabled("cuda") or torch.cuda.is_current_stream_capturing()
+        ):
+            return _fallback(run)
+        inputs, shape = _inputs(run)
+        params = [p for cell in run.cells for p in cell.parameters()]
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (*inputs, *params))
+        key = _key(run, inputs, shape, params, grad)
+        entry = self.seen.pop(key, 0)  # calls so far, or the recording
+        if isinstance(entry, int) and entry != UNRECORDABLE:
+            entry += 1
+            if entry >= CAPTURE_AT:
+                try:
+                    entry = _Recording.capture(run, inputs, shape, params, grad)
+                except RuntimeError as error:  # the step did something a graph cannot hold
+                    logger.warning(
+                        "CUDA graph recording failed; this shape runs the compiled step (%s)",
+                        error,
+                    )
+                    entry = UNRECORDABLE
+        self.seen[key] = entry  # most recently used last
+        self._forget_oldest()
+        if isinstance(entry, int) or entry.busy:
+            return _fallback(run)
+        out = _Replay.apply(entry, *inputs, *params) if grad else entry.replay_no_grad(inputs)
+        return LayerOutput(*out)
+
+    def _forget_oldest(self) -> None:
+        recordings = [k for k, v in self.seen.items() if isinstance(v, _Recording)]
+        for key in recordings[:-MAX_GRAPHS]:
+            del self.seen[key]
+        while len(self.seen) > 8 * MAX_GRAPHS:  # shapes seen once, never recorded
+            del self.seen[next(iter(self.seen))]
+
+
+def _inputs(run: LayerRun) -> tuple[list[Tensor], tuple[bool, ...]]:
+    """The tensors a recording copies in each call, and which optional ones are present:
+    DropConnect-masked W_hh per direction (the parameter itself is used in place), recurrent
+    masks, padding."""
+    masked = [w is not cell.weight_hh for w, cell in zip(run.weights_hh, run.cells, strict=True)]
+    present = [m is not None for m in run.recurrent_masks]
+    inputs = [run.x, run.h0, run.c0]
+    inputs += [w for w, m in zip(run.weights_hh, masked, strict=True) if m]
+    inputs += [m for m in run.recurrent_masks if m is not None]
+    padding = run.padding
+    if padding is None and run.lengths is not None:
+        padding = padding_for(run.lengths, run.x.shape[0], run.x.device)
+    if padding is not None:
+        inputs += list(padding)
+    return inputs, (*masked, *present, padding is not None)
+
+
+def _key(
+    run: LayerRun, inputs: list[Tensor], shape: tuple[bool, ...], params: list[Tensor], grad: bool
+) -> tuple:
+    zoneout = run.zoneout
+    return (
+        grad,
+        shape,
+        tuple((t.shape, t.dtype, t.device, t.requires_grad) for t in inputs),
+        tuple((p.data_ptr(), p.shape, p.dtype, p.requires_grad) for p in params),
+        None if zoneout is None else (zoneout.cell_p, zoneout.hidden_p, zoneout.training),
+        _advance(),
+    )
+
+
+def _body(run: LayerRun, shape: tuple[bool, ...]) -> Callable[..., LayerOutput]:
+    """The layer as a function of the tensors ``_inputs`` lists, for recording."""
+    directions = len(run.cells)
+    masked, present, padded = shape[:directions], shape[directions:-1], shape[-1]
+    cells = run.cells
+
+    def body(x: Tensor, h0: Tensor, c0: Tensor, *rest: Tensor) -> LayerOutput:
+        given = iter(rest)
+        weights = [next(given) if m else c.weight_hh for c, m in zip(cells, masked, strict=True)]
+        masks = [next(given) if p else None for p in present]
+        padding = Padding(*given) if padded else None
+        layer = LayerRun(
+            cells=run.cells,
+            x=x,
+            lengths=None,
+            h0=h0,
+            c0=c0,
+            weights_hh=weights,
+            recurrent_masks=masks,
+            zoneout=run.zoneout,
+            padding=padding,
+        )
+        return run_layer(layer, advance=_advance())
+
+    return body
+
+
+# ------------------------------------------------------------------------------ recording
+def _record_cuda(body: Callable[..., LayerOutput], static: list[Tensor], wrt: list[Tensor]):
+    """Record ``body(*static)`` as a CUDA graph, and its backward pass with respect to
+    ``wrt`` (none: no backward graph) as a second one in the same memory pool.
+
+    Returns the forward graph, its static outputs (detached), the backward graph or None, the
+    static gradients it reads for the outputs, and those it writes for ``wrt`` (None where a
+    tensor gets none).
+    """
+    grad = bool(wrt)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.set_grad_enabled(grad):
+        for _ in range(WARMUP):
+            out = body(*static)
+            if grad:
+                ones = [torch.ones_like(o) for o in out]
+                torch.autograd.grad(out, wrt, ones, allow_unused=True)
+    torch.cuda.current_stream().wait_stream(side)
+    forward = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(forward), torch.set_grad_enabled(grad):
+        outputs = tuple(body(*static))
+    if not grad:
+        return forward, outputs, None, [], []
+    grad_outputs = [torch.empty_like(o) for o in outputs]
+    backward = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(backward, pool=forward.pool()):
+        grads = torch.autograd.grad(outputs, wrt, grad_outputs, allow_unused=True)
+    return forward, tuple(o.detach() for o in outputs), backward, grad_outputs, list(grads)
+
+
+#: how a shape is recorded; the CPU tests swap in an eager stand-in with a graph's semantics
+RECORD = _record_cuda
+
+
+# ------------------------------------------------------------------------------ one shape
+class _Recording:
+    """One shape's forward graph (and backward graph when it was recorded with gradients),
+    with the static tensors they read and write."""
+
+    def __init__(self, inputs, outputs, forward, backward, grad_outputs, grads) -> None:
+        self.inputs: list[Tensor] = inputs
+        self.outputs: tuple[Tensor, ...] = outputs
+        self.forward = forward
+        self.backward = backward
+        self.grad_outputs: list[Tensor] = grad_outputs
+        self.grads: list[Tensor | None] = grads  # per input, then per parameter
+        self.generation = 0  # forward replays so far: a backward checks its activations' age
+        self.busy = False  # a replay's backward is pending: its saved activations are in use
+
+    @classmethod
+    def capture(cls, run, inputs, shape, params, grad) -> _Recording:
+        static = [t.detach().clone().requires_grad_(grad and t.requires_grad) for t in inputs]
+        wrt = [t for t in (*static, *params) if t.requires_grad] if grad else []
+        forward, outputs, backward, grad_outputs, got = RECORD(_body(run, shape), static, wrt)
+        got = iter(got)
+        grads = [next(got) if t.requires_grad else None for t in (*static, *params)] if grad else []
+        return cls(static, outputs, forward, backward, grad_outputs, grads)
+
+    def replay_no_grad(self, inputs: list[Tensor]) -> tuple[Tensor, ...]:
+        for static, t in zip(self.inputs, inputs, strict=True):
+            static.copy_(t)
+        self.forward.replay()
+        self.generation += 1
+        return tuple(o.clone() for o in self.outputs)
+
+
+class _Pending:
+    """Held by a replay's autograd node: while it lives, the recording's activations belong
+    to that replay. The node dies after its backward pass, or with the graph it is part of."""
+
+    def __init__(self, recording: _Recording) -> None:
+        self.recording = recording
+        recording.busy = True
+
+    def __del__(self) -> None:
+        self.recording.busy = False
+
+
+class _Replay(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, recording: _Recording, *tensors: Tensor) -> tuple[Tensor, ...]:
+        outputs = recording.replay_no_grad(list(tensors[: len(recording.inputs)]))
+        ctx.recording, ctx.generation = recording, recording.generation
+        ctx.pending = _Pending(recording)
+        return outputs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grad_outputs: Tensor) -> tuple[Tensor | None, ...]:
+        recording = ctx.recording
+        if ctx.generation != recording.generation:
+            raise RuntimeError(
+                "the graphed LSTM backend recorded this call's activations in a CUDA graph, and "
+                "a later call of the same shape has overwritten them (a second backward pass "
+                "with retain_graph=True?); use backend='compiled' for this"
+            )
+        for static, g in zip(recording.grad_outputs, grad_outputs, strict=True):
+            static.copy_(g)
+        recording.backward.replay()
+        ctx.pending = None  # the activations are free for the next call
+        return (None, *(None if g is None else g.clone() for g in recording.grads))

@@ -98,16 +98,16 @@ def test_compiled_recurrent_dropout_uses_the_layers_masks():
 
 
 def test_auto_picks_the_compiled_step_on_cuda_only(monkeypatch):
-    """On CUDA the compiled step runs what neither cuDNN nor a CUDA graph can hold (zoneout in
-    training; the graphed backend records this step elsewhere, see test_graphed.py)."""
     monkeypatch.setattr(compiled, "_has_triton", lambda: True)
     cuda = Placement(torch.device("cuda"), torch.float32)
     cpu = Placement(torch.device("cpu"), torch.float32)
-    zoneout = LSTM(3, 4, cell="peephole", zoneout_hidden=0.1).config
-    assert select_backend(zoneout, training=True, placement=cuda).name == "compiled"
-    assert select_backend(zoneout, training=True, placement=cpu).name != "compiled"
-    # gate tracing still needs the reference loop
-    assert select_backend(zoneout, True, tracing=True, placement=cuda).name == "reference"
+    peephole = LSTM(3, 4, cell="peephole").config
+    assert select_backend(peephole, training=True, placement=cuda).name == "compiled"
+    assert select_backend(peephole, training=False, placement=cuda).name == "compiled"
+    assert select_backend(peephole, training=True, placement=cpu).name != "compiled"
+    # cuDNN still runs the standard cell, and gate tracing still needs the reference loop
+    assert select_backend(LSTM(3, 4).config, training=True, placement=cuda).name == "fused"
+    assert select_backend(peephole, True, tracing=True, placement=cuda).name == "reference"
 
 
 def test_compiled_declines_what_it_cannot_run(monkeypatch):

@@ -62,7 +62,6 @@ def test_backend_choice_explains_itself(no_kernel):
     assert peephole.explain_backend() == (
         "reference backend: the C++ kernel is disabled (LSTMKIT_DISABLE_KERNEL=1); "
         "peephole connections are not supported by the fused kernel; "
-        "CUDA graphs are recorded on CUDA devices only (got cpu); "
         "the compiled step is picked automatically on CUDA devices only (got cpu)"
     )
     assert "zoneout" in LSTM(3, 4, zoneout_cell=0.1).backend_choice.reason

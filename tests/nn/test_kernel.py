@@ -452,7 +452,6 @@ def test_auto_passes_the_kernel_over_and_says_why(kernel):
     assert LSTM(3, 4, zoneout_cell=0.1).explain_backend() == (
         "reference backend: zoneout is not supported by the C++ kernel; "
         "zoneout is not supported by the fused kernel; "
-        "CUDA graphs are recorded on CUDA devices only (got cpu); "
         "the compiled step is picked automatically on CUDA devices only (got cpu)"
     )
     # the fused kernel cannot run the coupled-gate cell: ours is its fast path

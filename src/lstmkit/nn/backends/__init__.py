@@ -4,8 +4,10 @@
 gradient checks run on. ``fused`` calls PyTorch's own LSTM kernel (cuDNN on GPUs) for the
 configurations that kernel supports. ``kernel`` is lstmkit's own C++ loop over time for CPU
 tensors, built on first use (see ``docs/performance.md`` for how it compares). ``compiled`` is
-the reference loop with each step fused by ``torch.compile``, and ``graphed`` records that loop
-as CUDA graphs and replays them: the GPU path for the variants cuDNN cannot run. ``auto`` takes
+the reference loop with each step fused by ``torch.compile``: the GPU path for the variants
+cuDNN cannot run. ``graphed`` records that loop as CUDA graphs and replays them (3-23x faster
+than the compiled step on an H100); it is run only when asked for by name until a GPU session
+has checked it in full (``graphed.py`` says what was and was not checked). ``auto`` takes
 the first backend in ``PREFERENCE`` that can run the configuration on the layer's device and
 dtype, and ``BackendChoice.reason`` says why the faster ones were passed over.
 """
@@ -40,10 +42,10 @@ BACKENDS: dict[str, Backend] = {
 # shapes (the kernel wins at some large ones, with no simple rule between them:
 # benchmarks/results/kernel_selection_forward.md), so it goes first and the kernel takes the
 # variants it cannot run. On GPUs the variants cuDNN cannot run take the
-# compiled step recorded as CUDA graphs, or the compiled step alone where a graph cannot hold
-# them (benchmarks/results/gpu.md); ``auto`` never picks either elsewhere.
-PREFERENCE: tuple[str, ...] = ("kernel", "fused", "graphed", "compiled", "reference")
-INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "graphed", "compiled", "reference")
+# compiled step (benchmarks/results/gpu.md); ``auto`` never picks it elsewhere, and never picks
+# ``graphed`` (asked for by name only, see the module docstring).
+PREFERENCE: tuple[str, ...] = ("kernel", "fused", "compiled", "reference")
+INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "compiled", "reference")
 # Except where the C++ kernel shares the hidden units among threads (fewer than four rows per
 # thread, hidden 91-768, no projection): there its forward pass is the faster one too
 # (benchmarks/results/kernels.md, batch sweep), so inference follows the training order.

@@ -5,7 +5,7 @@ gradient checks run on. ``fused`` calls PyTorch's own LSTM kernel (cuDNN on GPUs
 configurations that kernel supports. ``kernel`` is lstmkit's own C++ loop over time for CPU
 tensors, built on first use (see ``docs/performance.md`` for how it compares). ``compiled`` is
 the reference loop with each step fused by ``torch.compile``: the GPU path for the variants
-cuDNN cannot run. ``graphed`` records that loop as CUDA graphs and replays them (3-23x faster
+cuDNN cannot run. ``graphed`` records that loop as CUDA graphs and replays them (2.7-23x faster
 than the compiled step on an H100); it is run only when asked for by name until a GPU session
 has checked it in full (``graphed.py`` says what was and was not checked). ``auto`` takes
 the first backend in ``PREFERENCE`` that can run the configuration on the layer's device and

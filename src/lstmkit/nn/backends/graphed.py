@@ -11,10 +11,11 @@ backward pass, and replays them with one call each:
     later calls                copy the inputs in, replay, copy the outputs out
 
 A shape here is everything a recording depends on: the shapes, dtypes and ``requires_grad`` of
-the inputs and parameters, the grad mode, DropConnect and recurrent-dropout masks (inputs of
-the graph, drawn by the layer), and the parameters' storage. Each layer keeps its
-``MAX_GRAPHS`` most recently used recordings. Outputs and gradients are copies, so a later
-call never overwrites a tensor the caller holds.
+the inputs and parameters, the grad and inference modes, DropConnect and recurrent-dropout
+masks (inputs of the graph, drawn by the layer), the parameters' storage, and the float32
+matrix-product settings (TF32 or not). Each layer keeps its ``MAX_GRAPHS`` most recently used
+recordings, each made and replayed on its inputs' device. Outputs and gradients are copies, so
+a later call never overwrites a tensor the caller holds.
 
 These calls run the compiled step instead, call by call:
 
@@ -24,19 +25,20 @@ These calls run the compiled step instead, call by call:
   call's saved activations);
 - calls under autocast, and calls made while the stream is itself being captured.
 
-A backward pass whose activations a later call has overwritten (only possible with
-``retain_graph=True``) raises rather than return wrong gradients; double backward is not
-supported. A recording that fails raises too: a failed capture leaves the CUDA random
-generator unusable in the process, so carrying on would only fail later and further away.
-Zoneout in training draws its masks inside each step, so this backend refuses it.
+A recording's backward pass uses its activations up. A second backward pass through the same
+call (``retain_graph=True``), or one after a later call of the same shape has replayed, raises
+rather than return wrong gradients; double backward is not supported. A recording that fails
+raises too: a failed capture leaves the CUDA random generator unusable in the process, so
+carrying on would only fail later and further away. Zoneout in training draws its masks inside
+each step, so this backend refuses it.
 
 Status: asked for by name only (``backend="graphed"``); ``auto`` keeps the compiled step. On
 an H100 it trained 13-23x faster than the compiled step at (64, 100, 32, 128) and at batch 1,
-and 2.8-3.0x at (256, 200, 64, 256) (``benchmarks/results/gpu_graphed.md``), and its CUDA
-tests passed except where the caller
-still held the previous call's graph while a shape was recorded. The fix for that case
-(``_on_aliases``) was made after the session's GPU time ran out and has not run on a GPU yet
-(``benchmarks/results/gpu_tests_graphed.txt``).
+and 2.7-3.0x at (256, 200, 64, 256) (``benchmarks/results/gpu_graphed.md``). Of its CUDA tests
+that ran there, those that recorded while the caller still held the previous call's graph
+failed and the others passed. The fix for that case (``_on_aliases``) and the tests added with
+it (device, storage and mode keys, repeated backward passes) were written after the session's
+GPU time ran out and have not run on a GPU yet (``benchmarks/results/gpu_tests_graphed.txt``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -139,7 +142,8 @@ def _cannot_record_now(x: Tensor) -> bool:
     """Autocast (its cast cache would be recorded) or a capture already under way."""
     if x.device.type != "cuda":  # the CPU tests' stand-in for a graph
         return False
-    return torch.is_autocast_enabled("cuda") or torch.cuda.is_current_stream_capturing()
+    with torch.cuda.device(x.device):
+        return torch.is_autocast_enabled("cuda") or torch.cuda.is_current_stream_capturing()
 
 
 def _capture_or_explain(run, inputs, shape, params, grad) -> _Recording:
@@ -171,11 +175,15 @@ def _key(
     zoneout = run.zoneout
     return (
         grad,
+        torch.is_inference_mode_enabled(),  # a recording's static tensors are then inference ones
         shape,
         tuple((t.shape, t.dtype, t.device, t.requires_grad) for t in inputs),
-        tuple((p.data_ptr(), p.shape, p.dtype, p.requires_grad) for p in params),
+        tuple((p.data_ptr(), p.shape, p.stride(), p.dtype, p.requires_grad) for p in params),
         None if zoneout is None else (zoneout.cell_p, zoneout.hidden_p, zoneout.training),
         _advance(),
+        # a recording keeps the matrix-product kernels (TF32 or not) chosen when it was made
+        torch.get_float32_matmul_precision(),
+        torch.backends.cuda.matmul.allow_tf32,
     )
 
 
@@ -238,6 +246,11 @@ def _record_cuda(body: Callable[..., LayerOutput], static: list[Tensor], wrt: li
     static gradients it reads for the outputs, and those it writes for ``wrt`` (None where a
     tensor gets none).
     """
+    with torch.cuda.device(static[0].device):  # streams and captures are per device
+        return _record_on_current_device(body, static, wrt)
+
+
+def _record_on_current_device(body, static: list[Tensor], wrt: list[Tensor]):
     grad = bool(wrt)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -277,7 +290,7 @@ class _Recording:
         self.backward = backward
         self.grad_outputs: list[Tensor] = grad_outputs
         self.grads: list[Tensor | None] = grads  # per input, then per parameter
-        self.generation = 0  # forward replays so far: a backward checks its activations' age
+        self.generation = 0  # replays so far: a backward checks its activations' age
         self.busy = False  # a replay's backward is pending: its saved activations are in use
 
     @classmethod
@@ -290,10 +303,16 @@ class _Recording:
         grads = [next(got) if t.requires_grad else None for t in (*static, *params)] if grad else []
         return cls(static, outputs, forward, backward, grad_outputs, grads)
 
+    def on_device(self):
+        """Where replays run: the recording's CUDA device (nothing to enter on the CPU)."""
+        device = self.inputs[0].device
+        return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+
     def replay_no_grad(self, inputs: list[Tensor]) -> tuple[Tensor, ...]:
         for static, t in zip(self.inputs, inputs, strict=True):
             static.copy_(t)
-        self.forward.replay()
+        with self.on_device():
+            self.forward.replay()
         self.generation += 1
         return tuple(o.clone() for o in self.outputs)
 
@@ -324,12 +343,17 @@ class _Replay(torch.autograd.Function):
         recording = ctx.recording
         if ctx.generation != recording.generation:
             raise RuntimeError(
-                "the graphed LSTM backend recorded this call's activations in a CUDA graph, and "
-                "a later call of the same shape has overwritten them (a second backward pass "
-                "with retain_graph=True?); use backend='compiled' for this"
+                "the graphed LSTM backend keeps one call's activations in a CUDA graph, and they "
+                "are gone: a second backward pass through the same call (retain_graph=True), or "
+                "a later call of the same shape, has used them up. Use backend='compiled' for "
+                "this"
             )
         for static, g in zip(recording.grad_outputs, grad_outputs, strict=True):
             static.copy_(g)
-        recording.backward.replay()
-        ctx.pending = None  # the activations are free for the next call
+        with recording.on_device():
+            recording.backward.replay()
+        # the recorded backward pass frees the activations as it goes, and later kernels of the
+        # recording may reuse their memory: no second backward pass may replay over them
+        recording.generation += 1
+        ctx.pending = None  # the recording is free for the next call
         return (None, *(None if g is None else g.clone() for g in recording.grads))

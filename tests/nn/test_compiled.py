@@ -6,13 +6,13 @@ the CPU cases are few) and in float32 on a CUDA device when there is one. Then `
 choice: the compiled step on CUDA for what cuDNN cannot run, never on a CPU.
 """
 
-import copy
-
 import pytest
 import torch
 
 from lstmkit.nn import LSTM
 from lstmkit.nn.backends import Placement, compiled, select_backend
+
+from .conftest import outputs_and_grads, perturbed_twins
 
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -21,39 +21,14 @@ def on_cuda(*case):
     return pytest.param("cuda", *case, marks=NEEDS_CUDA)
 
 
-@pytest.fixture(autouse=True)
-def exact_float32(monkeypatch):
-    """No TF32 on GPUs: cuDNN would use it by default, and it rounds to 10 mantissa bits."""
-    precision = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    yield
-    torch.set_float32_matmul_precision(precision)
+pytestmark = pytest.mark.usefixtures("exact_float32")
 
 
 def _twins(dtype: torch.dtype, device: str, **options) -> tuple[LSTM, LSTM]:
-    """The same perturbed LSTM twice: on the reference backend and on the compiled one."""
-    lstm = LSTM(5, 6, num_layers=2, bidirectional=True, backend="reference", **options)
-    lstm = lstm.to(device=device, dtype=dtype)
-    with torch.no_grad():
-        for p in lstm.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # peepholes and norm gains off their init values
-    twin = copy.deepcopy(lstm)
-    twin.config = twin.config.replace(backend="compiled")
-    return lstm, twin
+    return perturbed_twins("compiled", device, dtype, **options)
 
 
-def _run(lstm: LSTM, x: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Outputs, final state and every gradient of a fixed weighted loss."""
-    x = x.clone().requires_grad_()
-    out, (h, c) = lstm(x, lengths=lengths)
-    weights = [
-        torch.linspace(-1, 1, t.numel(), dtype=t.dtype, device=t.device) for t in (out, h, c)
-    ]
-    loss = sum((t.flatten() * w).sum() for t, w in zip((out, h, c), weights, strict=True))
-    loss.backward()
-    named = {"output": out, "h_n": h, "c_n": c, "x.grad": x.grad}
-    return named | {f"{n}.grad": p.grad for n, p in lstm.named_parameters()}
+_run = outputs_and_grads
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ stand-in that gives a recording a graph's semantics (replays write the same stat
 a backward replay reads the activations of the latest forward replay).
 """
 
-import copy
 import gc
 import weakref
 
@@ -22,19 +21,14 @@ from lstmkit.nn.backends import Placement, compiled, graphed, select_backend
 from lstmkit.nn.backends.base import LayerRun
 from lstmkit.nn.backends.reference import run_layer
 
+from .conftest import outputs_and_grads, perturbed_twins
+
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = Placement(torch.device("cuda"), torch.float32)
 CPU = Placement(torch.device("cpu"), torch.float32)
 
 
-@pytest.fixture(autouse=True)
-def exact_float32(monkeypatch):
-    """No TF32 on GPUs: it rounds matrix products to 10 mantissa bits."""
-    precision = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    yield
-    torch.set_float32_matmul_precision(precision)
+pytestmark = pytest.mark.usefixtures("exact_float32")
 
 
 # ------------------------------------------------------------------------------ choice
@@ -162,15 +156,7 @@ def _tol(device: str) -> dict:
 
 
 def _twins(device: str, **options) -> tuple[LSTM, LSTM]:
-    """The same perturbed two-layer bidirectional LSTM: on the reference backend and graphed."""
-    lstm = LSTM(5, 6, num_layers=2, bidirectional=True, backend="reference", **options)
-    lstm = lstm.to(device=device, dtype=_dtype(device))
-    with torch.no_grad():
-        for p in lstm.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # peepholes and norm gains off their init values
-    twin = copy.deepcopy(lstm)
-    twin.config = twin.config.replace(backend="graphed")
-    return lstm, twin
+    return perturbed_twins("graphed", device, _dtype(device), **options)
 
 
 def _randn(device: str, *shape: int) -> torch.Tensor:
@@ -178,18 +164,7 @@ def _randn(device: str, *shape: int) -> torch.Tensor:
 
 
 def _run(lstm: LSTM, x: torch.Tensor, lengths, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Outputs, final state and every gradient of a fixed weighted loss (grads start at 0)."""
-    lstm.zero_grad(set_to_none=True)
-    x = x.clone().requires_grad_()
-    torch.manual_seed(seed)  # the same dropout masks for both twins
-    out, (h, c) = lstm(x, lengths=lengths)
-    weights = [
-        torch.linspace(-1, 1, t.numel(), device=t.device, dtype=t.dtype) for t in (out, h, c)
-    ]
-    loss = sum((t.flatten() * w).sum() for t, w in zip((out, h, c), weights, strict=True))
-    loss.backward()
-    named = {"output": out, "h_n": h, "c_n": c, "x.grad": x.grad}
-    return named | {f"{n}.grad": p.grad for n, p in lstm.named_parameters()}
+    return outputs_and_grads(lstm, x, lengths, seed)
 
 
 def _assert_same(got: dict, want: dict, tol: dict, call: int) -> None:

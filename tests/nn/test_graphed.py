@@ -66,10 +66,11 @@ def test_graphed_by_name_is_refused_off_cuda_and_under_transforms():
 
 
 # ------------------------------------------------------------------------------ what is recorded
-def test_recorded_function_is_the_layer():
+@pytest.mark.parametrize("lengths", [None, torch.tensor([5, 2, 4])])
+def test_recorded_function_is_the_layer(lengths):
     """``_body`` rebuilds the layer from the flattened inputs a recording copies in: the
-    DropConnect-masked W_hh of one direction (the other uses its parameter in place) and the
-    recurrent masks. It must compute what the layer run computes."""
+    DropConnect-masked W_hh of one direction (the other uses its parameter in place), the
+    recurrent masks and the padding. It must compute what the layer run computes."""
     torch.manual_seed(0)
     lstm = LSTM(3, 4, bidirectional=True, cell="peephole", backend="reference").double()
     cells = list(lstm.cells)
@@ -78,7 +79,7 @@ def test_recorded_function_is_the_layer():
     run = LayerRun(
         cells=cells,
         x=x,
-        lengths=None,
+        lengths=lengths,
         h0=torch.randn(2, 3, 4, dtype=torch.float64),
         c0=torch.randn(2, 3, 4, dtype=torch.float64),
         weights_hh=[cells[0].weight_hh, masked_whh],
@@ -86,8 +87,8 @@ def test_recorded_function_is_the_layer():
         zoneout=None,
     )
     inputs, shape = graphed._inputs(run)
-    assert shape == (False, True, False, True)
-    assert len(inputs) == 3 + 1 + 1
+    assert shape == (False, True, False, True, lengths is not None)
+    assert len(inputs) == 3 + 1 + 1 + (2 if lengths is not None else 0)
     got = graphed._body(run, shape)(*inputs)
     want = run_layer(run, advance=graphed._advance())  # the same step (compiled with Triton)
     for name, g, w in zip(("output", "h_n", "c_n"), got, want, strict=True):
@@ -210,17 +211,19 @@ def test_graphed_matches_reference_over_calls(device, cell, options):
     assert _recordings(graphed_lstm) == 2  # one per layer, replayed by calls 3 and 4
 
 
-def test_batches_with_lengths_run_the_compiled_step(device):
-    """Padded batches are not recorded (their padding would have to be built on the device
-    first): they give the reference's numbers through the compiled step."""
+@pytest.mark.parametrize("cell", ["peephole", "layernorm"])
+def test_padded_batches_are_recorded(device, cell):
+    """Padding enters a recording as tensors built on the device before each call (valid
+    steps, the backward direction's within-length reversal): new lengths of the same shape
+    replay the same recording."""
     torch.manual_seed(0)
-    reference, graphed_lstm = _twins(device, cell="peephole")
-    lengths = torch.tensor([7, 3, 5, 1])
-    for call in range(3):
+    reference, graphed_lstm = _twins(device, cell=cell)
+    for call, lengths in enumerate(([7, 3, 5, 1], [2, 7, 7, 4], [1, 1, 6, 7], [7, 7, 7, 7])):
+        lengths = torch.tensor(lengths)
         x = _randn(device, 4, 7, 5)
-        got, want = _run(graphed_lstm, x, lengths), _run(reference, x, lengths)
+        got, want = _run(graphed_lstm, x, lengths, call), _run(reference, x, lengths, call)
         _assert_same(got, want, _tol(device), call)
-    assert _recordings(graphed_lstm) == 0
+    assert _recordings(graphed_lstm) == 2
 
 
 def test_recording_while_an_earlier_call_is_still_referenced(device):

@@ -18,6 +18,26 @@ from lstmkit.nn.config import LSTMConfig
 from lstmkit.nn.dropout import Zoneout
 
 
+class Padding(NamedTuple):
+    """A post-padded batch's valid steps and its within-length time reversal, on its device.
+
+    Built once per layer (``padding_for``) and shared by both directions; the graphed backend
+    builds it before capturing, since a captured graph cannot copy ``lengths`` to the GPU.
+    """
+
+    valid: Tensor  # (T, B, 1) bool: True at real steps
+    source: Tensor  # (T, B) int64: the step each reversed step reads ([a b c 0 0] -> [c b a 0 0])
+
+
+def padding_for(lengths: Tensor, steps: int, device: torch.device) -> Padding:
+    """``Padding`` for ``lengths`` (B,) over ``steps`` time steps, on ``device``."""
+    positions = torch.arange(steps)[:, None]  # (T, 1)
+    lens = lengths.to(torch.int64)[None, :]  # (1, B)
+    valid = positions < lens
+    source = torch.where(valid, lens - 1 - positions, positions)
+    return Padding(valid.unsqueeze(-1).to(device), source.to(device))
+
+
 @dataclass
 class LayerRun:
     """Everything a backend needs to run one layer (D directions) over time."""
@@ -31,6 +51,7 @@ class LayerRun:
     recurrent_masks: list[Tensor | None]  # per direction: (B, P) variational mask on h_{t-1}
     zoneout: Zoneout | None  # zoneout between steps, or None
     record: list[dict[str, Tensor]] | None = None  # per direction gate traces, if asked
+    padding: Padding | None = None  # ``lengths`` already on the device (else built from them)
 
 
 class LayerOutput(NamedTuple):

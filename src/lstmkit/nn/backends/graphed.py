@@ -12,15 +12,15 @@ backward pass, and replays them with one call each:
 
 A shape here is everything a recording depends on: the shapes, dtypes and ``requires_grad`` of
 the inputs and parameters, the grad and inference modes, DropConnect and recurrent-dropout
-masks (inputs of the graph, drawn by the layer), the parameters' storage, and the float32
+masks (inputs of the graph, drawn by the layer), whether the batch is padded (its valid steps
+and time reversal are built on the device before each call, ``Padding``, since a recording
+cannot copy ``lengths`` to the GPU), the parameters' storage, and the float32
 matrix-product settings (TF32 or not). Each layer keeps its ``MAX_GRAPHS`` most recently used
 recordings, each made and replayed on its inputs' device. Outputs and gradients are copies, so
 a later call never overwrites a tensor the caller holds.
 
 These calls run the compiled step instead, call by call:
 
-- batches with ``lengths`` or a mask (the padding would have to be built on the device before
-  recording, since a recording cannot copy ``lengths`` to the GPU; not done yet);
 - a call of a shape whose previous call still awaits its backward pass (a recording holds one
   call's saved activations);
 - calls under autocast, and calls made while the stream is itself being captured.
@@ -36,9 +36,10 @@ Status: asked for by name only (``backend="graphed"``); ``auto`` keeps the compi
 an H100 it trained 13-23x faster than the compiled step at (64, 100, 32, 128) and at batch 1,
 and 2.7-3.0x at (256, 200, 64, 256) (``benchmarks/results/gpu_graphed.md``). Of its CUDA tests
 that ran there, those that recorded while the caller still held the previous call's graph
-failed and the others passed. The fix for that case (``_on_aliases``) and the tests added with
-it (device, storage and mode keys, repeated backward passes) were written after the session's
-GPU time ran out and have not run on a GPU yet (``benchmarks/results/gpu_tests_graphed.txt``).
+failed and the others passed. The fix for that case (``_on_aliases``), the recording of padded
+batches, and the tests added with them (padding, device, storage and mode keys, repeated
+backward passes) were written after the session's GPU time ran out and have not run on a GPU
+yet (``benchmarks/results/gpu_tests_graphed.txt``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,14 @@ import torch
 from torch import Tensor
 
 from lstmkit.nn.backends import compiled
-from lstmkit.nn.backends.base import LayerOutput, LayerRun, Placement, active_transform
+from lstmkit.nn.backends.base import (
+    LayerOutput,
+    LayerRun,
+    Padding,
+    Placement,
+    active_transform,
+    padding_for,
+)
 from lstmkit.nn.backends.reference import run_layer
 from lstmkit.nn.cell import LSTMCell
 from lstmkit.nn.config import LSTMConfig
@@ -112,7 +120,7 @@ class _LayerGraphs:
     seen: OrderedDict[tuple, int | _Recording] = field(default_factory=OrderedDict)
 
     def run(self, run: LayerRun) -> LayerOutput:
-        if run.lengths is not None or _cannot_record_now(run.x):
+        if _cannot_record_now(run.x):
             return _fallback(run)
         inputs, shape = _inputs(run)
         params = [p for cell in run.cells for p in cell.parameters()]
@@ -159,14 +167,19 @@ def _capture_or_explain(run, inputs, shape, params, grad) -> _Recording:
 
 def _inputs(run: LayerRun) -> tuple[list[Tensor], tuple[bool, ...]]:
     """The tensors a recording copies in each call, and which optional ones are present:
-    DropConnect-masked W_hh per direction (the parameter itself is used in place) and
-    recurrent masks."""
+    DropConnect-masked W_hh per direction (the parameter itself is used in place), recurrent
+    masks, padding."""
     masked = [w is not cell.weight_hh for w, cell in zip(run.weights_hh, run.cells, strict=True)]
     present = [m is not None for m in run.recurrent_masks]
     inputs = [run.x, run.h0, run.c0]
     inputs += [w for w, m in zip(run.weights_hh, masked, strict=True) if m]
     inputs += [m for m in run.recurrent_masks if m is not None]
-    return inputs, (*masked, *present)
+    padding = run.padding
+    if padding is None and run.lengths is not None:
+        padding = padding_for(run.lengths, run.x.shape[0], run.x.device)
+    if padding is not None:
+        inputs += list(padding)
+    return inputs, (*masked, *present, padding is not None)
 
 
 def _key(
@@ -190,13 +203,14 @@ def _key(
 def _body(run: LayerRun, shape: tuple[bool, ...]) -> Callable[..., LayerOutput]:
     """The layer as a function of the tensors ``_inputs`` lists, for recording."""
     directions = len(run.cells)
-    masked, present = shape[:directions], shape[directions:]
+    masked, present, padded = shape[:directions], shape[directions:-1], shape[-1]
     cells = run.cells
 
     def body(x: Tensor, h0: Tensor, c0: Tensor, *rest: Tensor) -> LayerOutput:
         given = iter(rest)
         weights = [next(given) if m else c.weight_hh for c, m in zip(cells, masked, strict=True)]
         masks = [next(given) if p else None for p in present]
+        padding = Padding(*given) if padded else None
         layer = LayerRun(
             cells=run.cells,
             x=x,
@@ -206,6 +220,7 @@ def _body(run: LayerRun, shape: tuple[bool, ...]) -> Callable[..., LayerOutput]:
             weights_hh=weights,
             recurrent_masks=masks,
             zoneout=run.zoneout,
+            padding=padding,
         )
         return run_layer(layer, advance=_advance())
 

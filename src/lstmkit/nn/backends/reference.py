@@ -18,8 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from lstmkit.data.padding import lengths_to_mask, reverse_padded
-from lstmkit.nn.backends.base import LayerOutput, LayerRun
+from lstmkit.nn.backends.base import LayerOutput, LayerRun, Padding, padding_for
 from lstmkit.nn.cell import Gates, LSTMCell, LSTMState, StepResult
 from lstmkit.nn.config import LSTMConfig
 from lstmkit.nn.dropout import Zoneout
@@ -38,12 +37,15 @@ class ReferenceBackend:
 def run_layer(run: LayerRun, advance: Advance | None = None) -> LayerOutput:
     """Run every direction of ``run`` with the loop below, stepping with ``advance``."""
     outputs, h_n, c_n = [], [], []
+    padding = run.padding
+    if padding is None and run.lengths is not None:
+        padding = padding_for(run.lengths, run.x.shape[0], run.x.device)
     for d, cell in enumerate(run.cells):
         record = {} if run.record is not None else None
         out, state = run_direction(
             cell,
             run.x,
-            run.lengths,
+            padding,
             LSTMState(run.h0[d], run.c0[d]),
             run.weights_hh[d],
             run.recurrent_masks[d],
@@ -91,7 +93,7 @@ Advance = Callable[
 def run_direction(
     cell: LSTMCell,
     x: Tensor,
-    lengths: Tensor | None,
+    padding: Padding | None,
     state: LSTMState,
     weight_hh: Tensor,
     recurrent_mask: Tensor | None,
@@ -102,16 +104,15 @@ def run_direction(
 ) -> tuple[Tensor, LSTMState]:
     """Run ``cell`` over ``x`` (T, B, I); returns outputs (T, B, P) and the final state.
 
-    ``advance`` runs one step (default: ``advance_step``); the compiled backend passes its
-    ``torch.compile``-d copy.
+    ``padding`` (None: every sequence has all T steps) marks the valid steps; ``advance`` runs
+    one step (default: ``advance_step``); the compiled backend passes its ``torch.compile``-d
+    copy.
     """
     advance = advance_step if advance is None else advance
     steps = x.shape[0]
-    valid = None  # (T, B, 1) bool: True at real steps
-    if lengths is not None:
-        valid = lengths_to_mask(lengths, steps).t().unsqueeze(-1).to(x.device)
+    valid = None if padding is None else padding.valid  # (T, B, 1) bool: True at real steps
     if reverse:
-        x = x.flip(0) if lengths is None else reverse_padded(x, lengths, batch_first=False)
+        x = _reverse(x, padding)
     x_proj = cell.project_input(x)  # (T, B, G*H)
     hidden, trace = [], []
     for t in range(steps):
@@ -124,17 +125,19 @@ def run_direction(
     if valid is not None:
         output = output * valid
     if reverse:
-        output = _unreverse(output, lengths)
+        output = _reverse(output, padding)
     if record is not None:
         names = ("input_gate", "forget_gate", "candidate", "output_gate", "cell", "hidden")
         for name, series in zip(names, zip(*trace, strict=True), strict=True):
             values = torch.stack(series)  # (T, B, H)
             if valid is not None:
                 values = values * valid
-            record[name] = _unreverse(values, lengths) if reverse else values
+            record[name] = _reverse(values, padding) if reverse else values
     return output, state
 
 
-def _unreverse(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """Undo the per-sequence time reversal of the backward direction."""
-    return x.flip(0) if lengths is None else reverse_padded(x, lengths, batch_first=False)
+def _reverse(x: Tensor, padding: Padding | None) -> Tensor:
+    """Reverse each sequence of ``x`` (T, B, F) in time within its length (its own inverse)."""
+    if padding is None:
+        return x.flip(0)
+    return x.gather(0, padding.source.unsqueeze(-1).expand(-1, -1, x.shape[-1]))

@@ -215,15 +215,25 @@ def test_graphed_matches_reference_over_calls(device, cell, options):
 def test_padded_batches_are_recorded(device, cell):
     """Padding enters a recording as tensors built on the device before each call (valid
     steps, the backward direction's within-length reversal): new lengths of the same shape
-    replay the same recording."""
+    replay the same recording, with gradients and without."""
     torch.manual_seed(0)
     reference, graphed_lstm = _twins(device, cell=cell)
-    for call, lengths in enumerate(([7, 3, 5, 1], [2, 7, 7, 4], [1, 1, 6, 7], [7, 7, 7, 7])):
+    batches = ([7, 3, 5, 1], [2, 7, 7, 4], [1, 1, 6, 7], [7, 7, 7, 6], [3, 3, 3, 3])
+    for call, lengths in enumerate(batches):  # (all lengths 7 would be no padding at all)
         lengths = torch.tensor(lengths)
         x = _randn(device, 4, 7, 5)
         got, want = _run(graphed_lstm, x, lengths, call), _run(reference, x, lengths, call)
         _assert_same(got, want, _tol(device), call)
-    assert _recordings(graphed_lstm) == 2
+        with torch.no_grad():
+            torch.testing.assert_close(
+                graphed_lstm(x, lengths=lengths), reference(x, lengths=lengths), **_tol(device)
+            )
+    # per layer, with and without gradients; the first call of each ran unrecorded, and each
+    # later one replayed (a training call replays forward and backward: two generations)
+    assert _recordings(graphed_lstm) == 4
+    layer = graphed._LAYERS[graphed_lstm.cells[0]]
+    generations = sorted(v.generation for v in layer.seen.values())
+    assert generations == [len(batches) - 1, 2 * (len(batches) - 1)]
 
 
 def test_recording_while_an_earlier_call_is_still_referenced(device):

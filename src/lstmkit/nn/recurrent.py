@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from lstmkit.data.padding import check_lengths, mask_to_lengths
 from lstmkit.nn.backends import BACKENDS, BackendChoice, LayerRun, Placement, select_backend
+from lstmkit.nn.backends.base import padding_for
 from lstmkit.nn.cell import LSTMCell
 from lstmkit.nn.config import LSTMConfig
 from lstmkit.nn.dropout import LockedDropout, WeightDrop, Zoneout, dropout_mask
@@ -190,9 +191,9 @@ class LSTM(nn.Module):
         seq = x.transpose(0, 1) if cfg.batch_first else x  # (T, B, I)
         steps, batch = seq.shape[0], seq.shape[1]
         lengths = self._resolve_lengths(lengths, mask, batch, steps)
-        if lengths is not None:  # padding never reaches a gradient, whatever it holds (NaN too)
-            valid = torch.arange(steps, device=lengths.device)[:, None] < lengths[None, :]
-            seq = seq.masked_fill(~valid.to(seq.device)[..., None], 0.0)
+        padding = None if lengths is None else padding_for(lengths, steps, seq.device)
+        if padding is not None:  # padding never reaches a gradient, whatever it holds (NaN too)
+            seq = seq.masked_fill(~padding.valid, 0.0)
         h0, c0 = self._initial_state(state, seq, unbatched)
         placement = Placement(seq.device, seq.dtype, batch)
         name = "reference" if record else select_backend(cfg, self.training, False, placement).name
@@ -216,6 +217,7 @@ class LSTM(nn.Module):
                 cells=cells,
                 x=layer_input,
                 lengths=lengths,
+                padding=padding,
                 h0=h0[span],
                 c0=c0[span],
                 weights_hh=[

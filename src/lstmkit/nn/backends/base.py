@@ -21,8 +21,9 @@ from lstmkit.nn.dropout import Zoneout
 class Padding(NamedTuple):
     """A post-padded batch's valid steps and its within-length time reversal, on its device.
 
-    Built once per layer (``padding_for``) and shared by both directions; the graphed backend
-    builds it before capturing, since a captured graph cannot copy ``lengths`` to the GPU.
+    Built once per call of the layer (``padding_for``) and shared by every layer and direction;
+    the graphed backend copies it into its recording at each call, since a recorded graph
+    cannot copy ``lengths`` to the GPU itself.
     """
 
     valid: Tensor  # (T, B, 1) bool: True at real steps
@@ -30,12 +31,13 @@ class Padding(NamedTuple):
 
 
 def padding_for(lengths: Tensor, steps: int, device: torch.device) -> Padding:
-    """``Padding`` for ``lengths`` (B,) over ``steps`` time steps, on ``device``."""
-    positions = torch.arange(steps)[:, None]  # (T, 1)
-    lens = lengths.to(torch.int64)[None, :]  # (1, B)
+    """``Padding`` for ``lengths`` (B,) over ``steps`` time steps, built on ``device`` from one
+    copy of ``lengths`` that does not make the host wait for the device."""
+    lens = lengths.to(device=device, dtype=torch.int64, non_blocking=True)[None, :]  # (1, B)
+    positions = torch.arange(steps, device=device)[:, None]  # (T, 1)
     valid = positions < lens
     source = torch.where(valid, lens - 1 - positions, positions)
-    return Padding(valid.unsqueeze(-1).to(device), source.to(device))
+    return Padding(valid.unsqueeze(-1), source)
 
 
 @dataclass

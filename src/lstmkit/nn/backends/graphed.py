@@ -12,12 +12,14 @@ backward pass, and replays them with one call each:
 
 A shape here is everything a recording depends on: the shapes, dtypes and ``requires_grad`` of
 the inputs and parameters, the grad and inference modes, DropConnect and recurrent-dropout
-masks (inputs of the graph, drawn by the layer), whether the batch is padded (its valid steps
-and time reversal are built on the device before each call, ``Padding``, since a recording
-cannot copy ``lengths`` to the GPU), the parameters' storage, and the float32
-matrix-product settings (TF32 or not). Each layer keeps its ``MAX_GRAPHS`` most recently used
-recordings, each made and replayed on its inputs' device. Outputs and gradients are copies, so
-a later call never overwrites a tensor the caller holds.
+masks (inputs of the graph, drawn by the layer), whether the batch is padded, the parameters'
+storage, and the float32 matrix-product settings (TF32 or not). A padded batch's valid steps
+and time reversal (``Padding``) are built on the device before each call from one
+non-blocking copy of the lengths, and copied in like the other inputs: a recording cannot
+copy ``lengths`` to the GPU itself, and new lengths of one shape replay the same recording.
+Each layer keeps its ``MAX_GRAPHS`` most recently used recordings, each made and replayed on
+its inputs' device. Outputs and gradients are copies, so a later call never overwrites a
+tensor the caller holds.
 
 These calls run the compiled step instead, call by call:
 

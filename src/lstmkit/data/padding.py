@@ -420,9 +420,16 @@ def reverse_padded(
             f"got shape {tuple(lens.shape)}"
         )
     _check_lengths_range(lens, 0, steps)
-    lens = lens.to(device=x.device, dtype=torch.int64)
-    positions = torch.arange(steps, device=x.device)[None, :]  # (1, T)
-    source = torch.where(positions < lens[:, None], lens[:, None] - 1 - positions, positions)
+    source = reversal_source(lens.to(device=x.device, dtype=torch.int64), steps).t()  # (B, T)
     rows = torch.arange(n_batch, device=x.device)[:, None]  # (B, 1)
     reversed_batch = batch[rows, source]  # (B, T, *F)
     return reversed_batch if batch_first else reversed_batch.transpose(0, 1)
+
+
+def reversal_source(lengths: Tensor, steps: int) -> Tensor:
+    """(T, B) int64: the step that step t of each reversed sequence reads, ``len - 1 - t``
+    within its length and ``t`` in the padding. ``lengths`` (B,) int64, already checked; the
+    index is built on its device."""
+    positions = torch.arange(steps, device=lengths.device)[:, None]  # (T, 1)
+    lens = lengths[None, :]  # (1, B)
+    return torch.where(positions < lens, lens - 1 - positions, positions)

@@ -13,6 +13,7 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor
 
+from lstmkit.data.padding import reversal_source
 from lstmkit.nn.cell import LSTMCell
 from lstmkit.nn.config import LSTMConfig
 from lstmkit.nn.dropout import Zoneout
@@ -33,11 +34,9 @@ class Padding(NamedTuple):
 def padding_for(lengths: Tensor, steps: int, device: torch.device) -> Padding:
     """``Padding`` for ``lengths`` (B,) over ``steps`` time steps, built on ``device`` from one
     copy of ``lengths`` that does not make the host wait for the device."""
-    lens = lengths.to(device=device, dtype=torch.int64, non_blocking=True)[None, :]  # (1, B)
-    positions = torch.arange(steps, device=device)[:, None]  # (T, 1)
-    valid = positions < lens
-    source = torch.where(valid, lens - 1 - positions, positions)
-    return Padding(valid.unsqueeze(-1), source)
+    lens = lengths.to(device=device, dtype=torch.int64, non_blocking=True)  # (B,)
+    valid = torch.arange(steps, device=device)[:, None] < lens[None, :]  # (T, B)
+    return Padding(valid.unsqueeze(-1), reversal_source(lens, steps))
 
 
 @dataclass
@@ -54,6 +53,12 @@ class LayerRun:
     zoneout: Zoneout | None  # zoneout between steps, or None
     record: list[dict[str, Tensor]] | None = None  # per direction gate traces, if asked
     padding: Padding | None = None  # ``lengths`` already on the device (else built from them)
+
+    def resolved_padding(self) -> Padding | None:
+        """``padding``, or the one ``lengths`` gives; None when every sequence is full."""
+        if self.padding is None and self.lengths is not None:
+            return padding_for(self.lengths, self.x.shape[0], self.x.device)
+        return self.padding
 
 
 class LayerOutput(NamedTuple):

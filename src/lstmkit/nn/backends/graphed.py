@@ -62,7 +62,6 @@ from lstmkit.nn.backends.base import (
     Padding,
     Placement,
     active_transform,
-    padding_for,
 )
 from lstmkit.nn.backends.reference import run_layer
 from lstmkit.nn.cell import LSTMCell
@@ -176,9 +175,7 @@ def _inputs(run: LayerRun) -> tuple[list[Tensor], tuple[bool, ...]]:
     inputs = [run.x, run.h0, run.c0]
     inputs += [w for w, m in zip(run.weights_hh, masked, strict=True) if m]
     inputs += [m for m in run.recurrent_masks if m is not None]
-    padding = run.padding
-    if padding is None and run.lengths is not None:
-        padding = padding_for(run.lengths, run.x.shape[0], run.x.device)
+    padding = run.resolved_padding()
     if padding is not None:
         inputs += list(padding)
     return inputs, (*masked, *present, padding is not None)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from lstmkit.nn.backends.base import LayerOutput, LayerRun, Padding, padding_for
+from lstmkit.nn.backends.base import LayerOutput, LayerRun, Padding
 from lstmkit.nn.cell import Gates, LSTMCell, LSTMState, StepResult
 from lstmkit.nn.config import LSTMConfig
 from lstmkit.nn.dropout import Zoneout
@@ -37,9 +37,7 @@ class ReferenceBackend:
 def run_layer(run: LayerRun, advance: Advance | None = None) -> LayerOutput:
     """Run every direction of ``run`` with the loop below, stepping with ``advance``."""
     outputs, h_n, c_n = [], [], []
-    padding = run.padding
-    if padding is None and run.lengths is not None:
-        padding = padding_for(run.lengths, run.x.shape[0], run.x.device)
+    padding = run.resolved_padding()
     for d, cell in enumerate(run.cells):
         record = {} if run.record is not None else None
         out, state = run_direction(

@@ -120,6 +120,8 @@ def test_kernel_matches_reference(kernel, dtype, cell, layers, bidirectional, pr
 @pytest.fixture
 def unit_split(kernel):
     """Two threads and no size threshold: small batches take the unit split of columns.h."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the unit split runs two threads at once; this process may use one CPU")
     module = load_kernel()
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -139,6 +141,12 @@ def test_small_batches_split_units_across_threads_exactly(
     unit_split, dtype, hidden, cell, batch, bidirectional, variable
 ):
     assert unit_split.column_split_threads(batch, hidden, 0, CELL_KINDS[cell]) == 2
+    _check_small_batch(dtype, hidden, cell, batch, bidirectional, variable)
+
+
+def _check_small_batch(dtype, hidden, cell, batch, bidirectional, variable) -> None:
+    """Two layers of ``cell`` on the kernel against the reference loop: outputs and every
+    gradient."""
     torch.manual_seed(batch)
     reference = _perturbed(
         LSTM(5, hidden, 2, bidirectional=bidirectional, cell=cell, backend="reference"), dtype
@@ -156,6 +164,17 @@ def test_small_batches_split_units_across_threads_exactly(
         torch.testing.assert_close(
             got[name], value, **_tolerance(cell, dtype, value), msg=lambda m, n=name: f"{n}: {m}"
         )
+
+
+@pytest.mark.parametrize("spins", [0, 1 << 40], ids=["sleeping", "spinning"])
+def test_the_unit_split_is_exact_whether_its_threads_sleep_or_spin_at_each_step(unit_split, spins):
+    """The threads meet at a barrier every step (barrier.h): a thread spins for a while, then
+    sleeps until the last one arrives. Each way must hand every step's state over whole."""
+    previous = unit_split.set_barrier_spins(spins)
+    try:
+        _check_small_batch(torch.float64, 32, "lstm", 3, bidirectional=True, variable=True)
+    finally:
+        unit_split.set_barrier_spins(previous)
 
 
 @pytest.mark.parametrize("hidden", [128, 160, 200, 512])
@@ -349,6 +368,12 @@ def test_the_unit_split_is_only_for_small_batches_of_unit_local_cells(unit_split
     assert split(1, 128, 64, CELL_KINDS["lstm"]) == 1  # projection
     unit_split.set_column_split_min_work(4 * 128 * 128 + 1)
     assert split(1, 128, 0, CELL_KINDS["lstm"]) == 1  # too little work per step
+
+
+def test_the_unit_split_runs_no_more_threads_than_the_process_has_cpus(unit_split):
+    cpus = len(os.sched_getaffinity(0))
+    torch.set_num_threads(cpus + 2)  # its threads wait for each other at every step
+    assert unit_split.column_split_threads(1, 128, 0, CELL_KINDS["lstm"]) == min(cpus, 128)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm", "cifg"])

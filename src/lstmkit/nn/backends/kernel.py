@@ -56,6 +56,7 @@ SOURCES = (
     "direction.h",
     "backward.h",
     "columns.h",
+    "barrier.h",
     "recurrence.h",
     "cells.h",
     "gemm.h",

@@ -18,6 +18,7 @@
 // use the row split.
 #pragma once
 
+#include "barrier.h"
 #include "recurrence.h"
 
 namespace lstmkit {
@@ -30,8 +31,11 @@ inline int64_t& column_split_min_work() {
 }
 
 // Threads for the unit split, or 1 where the row split (or one thread) is the better path.
+// No more threads than the process may run at once: its threads meet at every step, so one
+// waiting for a core holds up the others (at (1, 100, 32, 128), 4 threads on 2 cores took
+// about 20 times as long as 2).
 inline int64_t column_threads(const Shapes& n, int64_t kind, bool proj) {
-  const int64_t threads = at::get_num_threads();
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), omp_get_num_procs());
   if (proj || kind == kLayerNorm || threads < 2 || n.B >= 4 * threads) return 1;
   if (n.G * n.P < column_split_min_work()) return 1;
   return std::min<int64_t>(threads, n.H);
@@ -110,10 +114,13 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
   T* gp = gates.data_ptr<T>();
   T* hb = hbuf.data_ptr<T>();
 
+  SpinBarrier barrier;
+
 #pragma omp parallel num_threads(nt)
   {
     // the team may be smaller than asked for (nested regions, OMP_DYNAMIC): share by its size
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    int sense = 0;
     const auto [u0, u1] = unit_block(n.H, tid, nth);
     const int64_t nu = u1 - u0, G = nb * nu;
     T* w = packed.data_ptr<T>() + u0 * nb * n.P;
@@ -152,7 +159,7 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
         if (save) scatter_gates(zb, nb, n.H, u0, nu, gp + (s * n.B + b) * n.G);
         std::memcpy(o.row(t, b) + u0, h_nxt + b * n.P + u0, sizeof(T) * nu);
       }
-#pragma omp barrier
+      barrier.wait(nth, sense);
     }
   }
   const at::Tensor h_n = hbuf[n.T % 2].clone();
@@ -189,9 +196,12 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
   T* dab = dabuf.data_ptr<T>();
   T* dcp = dc.data_ptr<T>();
 
+  SpinBarrier barrier;
+
 #pragma omp parallel num_threads(nt)
   {
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    int sense = 0;
     const auto [u0, u1] = unit_block(n.H, tid, nth);
     const int64_t nu = u1 - u0;
     T* w = wcols.data_ptr<T>() + n.G * u0;  // W_hh[:, own units] (nb H, nu), rows nu apart
@@ -237,7 +247,7 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
           for (int64_t j = 0; j < nb * nu; ++j) a_bias[j] += dz[j];
         }
       }
-#pragma omp barrier
+      barrier.wait(nth, sense);
       if (nu == 0) continue;
       gemm(n.B, nu, n.G, da, n.G, w, nu, dh_nxt + u0, n.P);
       for (int64_t b = 0; b < n.B; ++b) {

@@ -40,6 +40,14 @@ int64_t set_column_split_min_work(int64_t min_work) {
   return previous;
 }
 
+// How long a thread waits at the unit split's barrier before it sleeps (barrier.h), in spins;
+// returns the previous value. Tests set 0 to run the sleeping path.
+int64_t set_barrier_spins(int64_t spins) {
+  const int64_t previous = barrier_spins();
+  barrier_spins() = spins;
+  return previous;
+}
+
 // Threads the unit split would use for a batch of `batch` rows (1: it would not be used).
 int64_t column_split_threads(int64_t batch, int64_t hidden, int64_t proj_size, int64_t kind) {
   const int64_t P = proj_size > 0 ? proj_size : hidden;
@@ -60,6 +68,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("has_onednn_matmul", &lstmkit::has_onednn_matmul);
   m.def("set_column_split_min_work", &lstmkit::set_column_split_min_work);
   m.def("column_split_threads", &lstmkit::column_split_threads);
+  m.def("set_barrier_spins", &lstmkit::set_barrier_spins);
   m.def("empty", &lstmkit::empty);
   m.def("release_buffers", &lstmkit::release_buffers);
   m.def("held_bytes", &lstmkit::held_bytes);

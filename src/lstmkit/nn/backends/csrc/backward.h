@@ -31,11 +31,7 @@ std::vector<at::Tensor> backward_direction(
   const at::Tensor whh = w_hh.contiguous();                   // (4H, P)
   const at::Tensor whr = proj ? w_hr->contiguous() : at::Tensor();  // (P, H)
   at::Tensor dh = grad_hn ? grad_hn->contiguous().clone() : at::zeros({n.B, n.P}, opts);
-  at::Tensor dh_next = at::empty({n.B, n.P}, opts);
   at::Tensor dc = grad_cn ? grad_cn->contiguous().clone() : at::zeros({n.B, n.H}, opts);
-  at::Tensor dh_tot = at::empty({n.B, n.P}, opts);
-  at::Tensor dm = proj ? at::empty({n.B, n.H}, opts) : dh_tot;
-  at::Tensor da = at::empty({n.B, n.G}, opts);
   at::Tensor da_hist = ln_cell ? pooled_empty({n.T, n.B, n.G}, opts).zero_() : at::Tensor();
   at::Tensor dh_hist = proj ? pooled_empty({n.T, n.B, n.P}, opts).zero_() : at::Tensor();
   at::Tensor m_hist = proj ? pooled_empty({n.T, n.B, n.H}, opts).zero_() : at::Tensor();
@@ -50,7 +46,6 @@ std::vector<at::Tensor> backward_direction(
   const int64_t acc_width = 13 * n.H;
   at::Tensor acc = at::zeros({nt, acc_width}, opts);
   at::Tensor db_acc = at::zeros({with_bias ? nt : 0, n.G}, opts.dtype(at::kDouble));
-  at::Tensor scratch = at::empty({nt, 4 * n.H}, opts);
   const CellParams<T> p = cell_params<T>(kind, n.H, peep, ln);
   const TimeMajor<T> dx = time_major<T>(grad_xproj);
   const std::optional<TimeMajor<T>> go =
@@ -63,6 +58,11 @@ std::vector<at::Tensor> backward_direction(
     backward_columns<T>(n, go, dx, whh, peep, len, reverse, kind, with_bias, gates_t, cells_t, dh,
                         dc, acc, db_acc, ncol);
   } else {
+  at::Tensor dh_next = at::empty({n.B, n.P}, opts);
+  at::Tensor dh_tot = at::empty({n.B, n.P}, opts);
+  at::Tensor dm = proj ? at::empty({n.B, n.H}, opts) : dh_tot;
+  at::Tensor da = at::empty({n.B, n.G}, opts);
+  at::Tensor scratch = at::empty({nt, 4 * n.H}, opts);
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
@@ -127,12 +127,14 @@ std::vector<at::Tensor> backward_direction(
   }
   }
 
-  const at::Tensor grads = acc.sum(0);
+  // per thread, one row each; a single thread's row is the sum (at batch 1 no reduction runs)
+  const auto total = [](const at::Tensor& rows) { return rows.size(0) == 1 ? rows[0] : rows.sum(0); };
+  const at::Tensor grads = kind == kPeephole || ln_cell ? total(acc) : at::Tensor();
   std::vector<at::Tensor> result{dh, dc, ln_cell ? da_hist : at::Tensor()};
   result.push_back(proj ? mm_fast(dh_hist.view({-1, n.P}).t(), m_hist.view({-1, n.H}))
                         : at::Tensor());
   result.push_back(kind == kPeephole ? grads.slice(0, 0, 3 * n.H).view({3, n.H}) : at::Tensor());
-  result.push_back(with_bias ? db_acc.sum(0).to(gates_t.scalar_type()) : at::Tensor());
+  result.push_back(with_bias ? total(db_acc).to(gates_t.scalar_type()) : at::Tensor());
   if (ln_cell) {
     result.push_back(grads.slice(0, 3 * n.H, 7 * n.H));
     result.push_back(grads.slice(0, 7 * n.H, 11 * n.H));

@@ -93,8 +93,8 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
   const Shapes n{xproj.size(0), xproj.size(1), c0.size(1), xproj.size(2), h0.size(1)};
   const bool proj = w_hr.has_value();
   const auto opts = xproj.options();
-  const at::Tensor whh_t = transposed<T>(w_hh);                          // (P, 4H)
-  const at::Tensor whr_t = proj ? transposed<T>(*w_hr) : at::Tensor();   // (H, P)
+  const at::Tensor whh_t = transposed_blocks(w_hh);                          // (P, 4H), blocks
+  const at::Tensor whr_t = proj ? transposed_blocks(*w_hr) : at::Tensor();   // (H, P), blocks
   const int64_t* len = lengths ? lengths->data_ptr<int64_t>() : nullptr;
   const bool ln_cell = kind == kLayerNorm;
   Saved sv;
@@ -132,7 +132,7 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
       T* z = gates + (save ? s : 0) * n.B * n.G;
       const T* c_prev = cells + (save ? s : s % 2) * n.B * n.H;
       T* c_next = cells + (save ? s + 1 : (s + 1) % 2) * n.B * n.H;
-      gemm(rows, n.G, n.P, hp + r0 * n.P, n.P, whh, n.G, z + r0 * n.G, n.G);
+      gemm_blocks(rows, n.G, n.P, hp + r0 * n.P, n.P, whh, z + r0 * n.G, n.G);
       for (int64_t b = r0; b < r1; ++b) {
         const int64_t lb = len ? len[b] : n.T;
         if (s >= lb) {  // padding: carry the state, output zero
@@ -159,7 +159,7 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
         if (!proj) std::memcpy(o.row(t, b), m_row, sizeof(T) * n.P);
       }
       if (proj) {
-        gemm(rows, n.P, n.H, mp + r0 * n.H, n.H, whr, n.P, hn + r0 * n.P, n.P);
+        gemm_blocks(rows, n.P, n.H, mp + r0 * n.H, n.H, whr, hn + r0 * n.P, n.P);
         for (int64_t b = r0; b < r1; ++b) {
           const int64_t lb = len ? len[b] : n.T;
           if (s >= lb) continue;

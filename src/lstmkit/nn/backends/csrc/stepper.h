@@ -1,8 +1,9 @@
 // Streaming inference: one new observation at a time through every layer, no autograd.
 //
-// A Stepper copies the weights once, transposed for the row-major products, and keeps the state
-// (h, c) of every layer. step(x) runs, per layer:  z = x W_ih^T (+ LN) + b + h' W_hh^T (+ LN),
-// then the fused cell, then the projection; it returns a new tensor with the top layer's h.
+// A Stepper copies the weights once, transposed in column blocks for the row-major products
+// (transposed_blocks, gemm.h), and keeps the state (h, c) of every layer. step(x) runs, per
+// layer:  z = x W_ih^T (+ LN) + b + h' W_hh^T (+ LN), then the fused cell, then the
+// projection; it returns a new tensor with the top layer's h.
 #pragma once
 
 #include "recurrence.h"
@@ -10,7 +11,7 @@
 namespace lstmkit {
 
 struct StepLayer {
-  at::Tensor wih_t;   // (I, 4H), (I, 3H) for CIFG
+  at::Tensor wih_t;   // (I, 4H), (I, 3H) for CIFG; all three in column blocks
   at::Tensor bias;    // (4H,) b_ih + b_hh, or zeros (3H for CIFG)
   at::Tensor whh_t;   // (P, 4H) (P, 3H for CIFG)
   at::Tensor whr_t;   // (H, P) or undefined
@@ -27,10 +28,10 @@ class Stepper {
       : kind_(kind), H_(hidden), B_(batch) {
     for (const auto& w : layers) {
       StepLayer l;
-      l.wih_t = w[0]->t().contiguous();
+      l.wih_t = transposed_blocks(*w[0]);
       l.bias = w[1]->contiguous();
-      l.whh_t = w[2]->t().contiguous();
-      if (w[3]) l.whr_t = w[3]->t().contiguous();
+      l.whh_t = transposed_blocks(*w[2]);
+      if (w[3]) l.whr_t = transposed_blocks(*w[3]);
       if (w[4]) l.peep = w[4]->contiguous();
       if (kind == kLayerNorm)
         for (int k = 5; k < 11; ++k) l.ln.push_back(w[k]->contiguous());
@@ -87,8 +88,8 @@ class Stepper {
     T* hp = h.data_ptr<T>();
     T* cp = c.data_ptr<T>();
     const T* bias = l.bias.data_ptr<T>();
-    gemm(B_, G, I, x.data_ptr<T>(), I, l.wih_t.data_ptr<T>(), G, zx, G);
-    gemm(B_, G, P, hp, P, l.whh_t.data_ptr<T>(), G, zh, G);
+    gemm_blocks(B_, G, I, x.data_ptr<T>(), I, l.wih_t.data_ptr<T>(), zx, G);
+    gemm_blocks(B_, G, P, hp, P, l.whh_t.data_ptr<T>(), zh, G);
     T* m = proj ? m_.data_ptr<T>() : hp;
     for (int64_t b = 0; b < B_; ++b) {
       T* zxb = zx + b * G;
@@ -106,7 +107,7 @@ class Stepper {
       cell_forward_row(p, zh + b * G, zxb, cp + b * H_, cp + b * H_, m + b * (proj ? H_ : P),
                        LNSaved<T>{}, scratch_.data_ptr<T>());
     }
-    if (proj) gemm(B_, P, H_, m, H_, l.whr_t.data_ptr<T>(), P, hp, P);
+    if (proj) gemm_blocks(B_, P, H_, m, H_, l.whr_t.data_ptr<T>(), hp, P);
   }
 
   int64_t kind_, H_, B_;

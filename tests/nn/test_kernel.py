@@ -219,6 +219,22 @@ def test_the_row_split_at_wider_layers(unit_split, cell):
         _check_float32_layer(cell, 192, batch=12)
 
 
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
+def test_one_row_on_one_thread_through_column_blocks(kernel, one_thread, cell):
+    """Batch 1 on one thread: the row split's single-row product reads W_hh^T packed in blocks
+    of 256 columns (transposed_blocks, gemm.h): 640 gates are 256 + 256 + 128 (CIFG: 480 =
+    256 + 224); every block must land in the right place."""
+    _check_float32_layer(cell, 160, batch=1)
+
+
 def test_an_expanded_output_gradient(kernel):
     """out.sum() hands the backward an expanded gradient (every stride 0), which the kernel
     copies into contiguous rows first."""

@@ -61,15 +61,26 @@ inline void scatter_gates(const T* local, int64_t nb, int64_t H, int64_t u0, int
 
 // Each thread packs its own share of the forward weights (no ATen calls: at batch 1 their
 // overhead is comparable with the whole recurrence). `w_hh` is (nb H, P) row-major; the packed
-// w (P, nb nu) has w[p][q nu + j] = W_hh[q H + u0 + j][p], one tiled transpose per gate block.
+// w (P, nb nu) has column q nu + j = W_hh[q H + u0 + j], transposed in the column blocks of
+// transposed_blocks (gemm.h) for a thread with more than 256 of them.
 // The backward product reads W_hh's own columns packed contiguously (G, nu): read in place,
 // P apart, the backward loop at (1, 100, 32, 128) took about 200 µs against 177 µs packed
 // (benchmarks/kernel_parts.py), the copy included.
 template <typename T>
 inline void pack_forward_units(const T* w_hh, int64_t nb, int64_t H, int64_t P, int64_t u0,
                                int64_t nu, T* w) {
-  for (int64_t q = 0; q < nb; ++q)
-    transpose_into(w_hh + (q * H + u0) * P, nu, P, P, w + q * nu, nb * nu);
+  // own column c = q nu + j (gate q of unit u0 + j) lies in block c / kColumns; a gate's
+  // columns may span two blocks
+  const int64_t G = nb * nu;
+  for (int64_t c0 = 0; c0 < G; c0 += kColumns) {
+    const int64_t width = std::min(kColumns, G - c0);
+    for (int64_t q = 0; q < nb; ++q) {
+      const int64_t r0 = std::max(c0, q * nu), r1 = std::min(c0 + width, (q + 1) * nu);
+      if (r0 < r1)
+        transpose_into(w_hh + (q * H + u0 + r0 - q * nu) * P, r1 - r0, P, P,
+                       w + c0 * P + (r0 - c0), width);
+    }
+  }
 }
 
 // The peephole cell's (3, H) weights, own columns only: (3, nu).
@@ -138,7 +149,7 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
       T* h_nxt = hb + ((s + 1) % 2) * n.B * n.P;
       const T* c_prev = cp + (save ? s : s % 2) * n.B * n.H;
       T* c_next = cp + (save ? s + 1 : (s + 1) % 2) * n.B * n.H;
-      if (nu > 0) gemm(n.B, G, n.P, h_cur, n.P, w, G, z, G);
+      if (nu > 0) gemm_blocks(n.B, G, n.P, h_cur, n.P, w, z, G);
       for (int64_t b = 0; b < n.B && nu > 0; ++b) {
         const int64_t lb = len ? len[b] : n.T;
         if (s >= lb) {  // padding: carry the state, output zero

@@ -118,10 +118,9 @@ def test_kernel_matches_reference(kernel, dtype, cell, layers, bidirectional, pr
 
 
 @pytest.fixture
-def unit_split(kernel):
-    """Two threads and no size threshold: small batches take the unit split of columns.h."""
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("the unit split runs two threads at once; this process may use one CPU")
+def two_threads(kernel):
+    """Two threads and no size threshold: where the process has two CPUs, small batches take
+    the unit split of columns.h."""
     module = load_kernel()
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -129,6 +128,14 @@ def unit_split(kernel):
     yield module
     module.set_column_split_min_work(previous)
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def unit_split(two_threads):
+    """As ``two_threads``, where the unit split can run."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the unit split runs two threads at once; this process may use one CPU")
+    return two_threads
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
@@ -208,12 +215,12 @@ def _check_float32_layer(cell: str, hidden: int, batch: int) -> None:
 
 
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
-def test_the_row_split_at_wider_layers(unit_split, cell):
+def test_the_row_split_at_wider_layers(two_threads, cell):
     """4H = 640 gates: the float32 step products run in blocks of 256 columns (a remainder of
     128) and, backward (dh' = dz W_hh, 640 deep), of 512 depth (a remainder of 128) that
     accumulate (gemm.h); every block must land in the right place. Two threads, row split.
     (CIFG: 3H = 480 at hidden 160, and 3H = 576 at hidden 192, which has a depth remainder.)"""
-    unit_split.set_column_split_min_work(1 << 40)
+    two_threads.set_column_split_min_work(1 << 40)
     _check_float32_layer(cell, 160, batch=12)
     if cell == "cifg":
         _check_float32_layer(cell, 192, batch=12)
@@ -233,6 +240,40 @@ def test_one_row_on_one_thread_through_column_blocks(kernel, one_thread, cell):
     of 256 columns (transposed_blocks, gemm.h): 640 gates are 256 + 256 + 128 (CIFG: 480 =
     256 + 224); every block must land in the right place."""
     _check_float32_layer(cell, 160, batch=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("cell", ["lstm", "cifg"])
+def test_the_row_split_through_column_blocks_of_every_weight(two_threads, cell, dtype):
+    """Hidden 300 projected to 270: every step product of the row split is wider than one block
+    of 256 columns: forward W_hh^T (1200) and W_hr^T (270), read from their column blocks
+    (transposed_blocks, gemm.h); backward W_hh (270) and W_hr (300), read in place, 256
+    columns at a time. Float32 gradients reach ~30 here, summed over 48 rows: their tolerance
+    scales with the largest."""
+    two_threads.set_column_split_min_work(1 << 40)
+    torch.manual_seed(5)
+    reference = _perturbed(LSTM(5, 300, proj_size=270, cell=cell, backend="reference"), dtype)
+    ours = _with_backend(reference, "kernel")
+    x = torch.randn(12, 4, 5, dtype=dtype)
+    state = (0.5 * torch.randn(1, 12, 270, dtype=dtype), 0.5 * torch.randn(1, 12, 300, dtype=dtype))
+    out, _ = reference(x, state)
+    weights = [torch.randn(t.shape, dtype=dtype) for t in (out, *state)]
+    expected = _run(reference, x, state, None, weights)
+    got = _run(ours, x, state, None, weights)
+    for name, value in expected.items():
+        scale = max(1.0, value.abs().max().item())
+        tolerance = (
+            dict(atol=1e-10, rtol=1e-10)
+            if dtype == torch.float64
+            else dict(atol=1e-5 * scale, rtol=1e-5)
+        )
+        torch.testing.assert_close(got[name], value, **tolerance, msg=name)
+
+
+def test_the_unit_split_through_column_blocks_in_float64(unit_split):
+    """Hidden 160, two threads: each thread's 320 gate columns are two blocks (256 + 64), with
+    a gate across the boundary; the float64 products run the plain loop on the same layout."""
+    _check_small_batch(torch.float64, 160, "lstm", 1, bidirectional=False, variable=False)
 
 
 def test_an_expanded_output_gradient(kernel):

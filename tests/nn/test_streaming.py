@@ -1,5 +1,7 @@
 """Streaming inference: stepping one observation at a time equals running the whole sequence."""
 
+import copy
+
 import pytest
 import torch
 
@@ -36,14 +38,17 @@ def test_streaming_equals_the_layer(cell, layers, proj, batch):
 
 @pytest.mark.parametrize("cell", ["lstm", "cifg"])
 def test_streaming_a_wide_projected_layer_equals_the_reference(cell):
-    """Wider than one block of 256 columns in every product the stepper packs: W_ih^T and
+    """Wider than one block of 256 columns in every product the C++ stepper packs: W_ih^T and
     W_hh^T (4H = 1280, CIFG 960) and the projection W_hr^T (P = 288)."""
     torch.manual_seed(1)
-    lstm = _perturbed(LSTM(5, 320, proj_size=288, cell=cell, backend="reference"))
+    reference = _perturbed(LSTM(5, 320, proj_size=288, cell=cell, backend="reference"))
+    lstm = copy.deepcopy(reference)
+    lstm.config = lstm.config.replace(backend="kernel")
     x = torch.randn(1, 4, 5)
     with torch.no_grad():
-        out, (_, c_n) = lstm(x)
+        out, (_, c_n) = reference(x)
     stream = lstm.stream(batch_size=1)
+    assert stream._stepper is not None  # the C++ stepper, not the PyTorch path
     torch.testing.assert_close(_stream_all(stream, x), out, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(stream.state[1], c_n, atol=1e-5, rtol=1e-5)
 

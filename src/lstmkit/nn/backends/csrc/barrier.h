@@ -39,7 +39,9 @@ class SpinBarrier {
     sense ^= 1;
     if (count_.fetch_add(1, std::memory_order_acq_rel) == threads - 1) {
       count_.store(0, std::memory_order_relaxed);
-      sense_.store(sense, std::memory_order_release);
+      // seq_cst, not release: notify_all first reads whether anyone sleeps, and that read must
+      // not move ahead of this store (a sleeper would be missed)
+      sense_.store(sense, std::memory_order_seq_cst);
       sense_.notify_all();
       return;
     }

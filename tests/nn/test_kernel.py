@@ -226,14 +226,6 @@ def test_the_row_split_at_wider_layers(two_threads, cell):
         _check_float32_layer(cell, 192, batch=12)
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
 def test_one_row_on_one_thread_through_column_blocks(kernel, one_thread, cell):
     """Batch 1 on one thread: the row split's single-row product reads W_hh^T packed in blocks

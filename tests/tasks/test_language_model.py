@@ -148,15 +148,6 @@ def test_config_errors_name_field_and_value():
     assert LanguageModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight other processes for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_train_save_load_gives_the_same_answer(tmp_path, one_thread):
     train_text, val_text = split_text(builtin_corpus("shakespeare"), 0.1)
     config = LanguageModelConfig(

@@ -8,6 +8,13 @@ shown beside each shape (``lstmkit.nn.backends.KERNEL_MAX_HIDDEN`` for training)
     python benchmarks/kernel_selection.py --threads 2 --out benchmarks/results/kernel_selection.json
     python benchmarks/kernel_selection.py --mode forward \
         --out benchmarks/results/kernel_selection_forward.json
+
+``--mode small`` sweeps inference at small batches instead (fewer than four rows per thread,
+where ``auto`` runs the standard cell on the kernel): hidden 16 to 768 at (B, 100, 32), the
+two backends called alternately, the speed-up a median over many calls:
+
+    python benchmarks/kernel_selection.py --mode small --threads 2 \
+        --out benchmarks/results/kernel_selection_small.json
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,6 +47,57 @@ SHAPES = [
 ]
 
 
+SMALL_HIDDEN = (16, 32, 64, 90, 128, 256, 512, 768)
+
+
+def small_batch_rows(threads: int) -> list[dict]:
+    """Forward (no grad, eval) at (B, 100, 32, H) for B below four rows per thread, fused and
+    kernel called alternately on the same weights."""
+    rows = []
+    for hidden in SMALL_HIDDEN:
+        for batch in range(1, 4 * threads):
+            torch.manual_seed(0)
+            fused = LSTM(32, hidden, backend="fused").eval()
+            kernel = LSTM(32, hidden, backend="kernel").eval()
+            kernel.load_state_dict(fused.state_dict())
+            x = torch.randn(batch, 100, 32)
+            calls = 200 if hidden <= 256 else 60
+            times: dict[str, list[float]] = {"fused": [], "kernel": []}
+            with torch.no_grad():
+                for i in range(calls + 10):
+                    for name, lstm in (("fused", fused), ("kernel", kernel)):
+                        start = time.perf_counter()
+                        lstm(x)
+                        if i >= 10:  # warm-up calls are not counted
+                            times[name].append(time.perf_counter() - start)
+            f, k = (statistics.median(times[n]) * 1e3 for n in ("fused", "kernel"))
+            shape = (batch, 100, 32, hidden, 1)
+            rows.append(
+                {
+                    "shape": shape,
+                    "fused_ms": f,
+                    "kernel_ms": k,
+                    "speedup": f / k,
+                    "auto": auto_choice(shape, False),
+                }
+            )
+            print(f"{shape}: fused {f:.3f} ms, kernel {k:.3f} ms, {f / k:.2f}x", flush=True)
+    return rows
+
+
+def small_batch_table(rows: list[dict], threads: int) -> list[str]:
+    """Hidden sizes down, batches across: the kernel's speed-up and what ``auto`` picks."""
+    batches = range(1, 4 * threads)
+    lines = [
+        "| hidden | " + " | ".join(f"B = {b}" for b in batches) + " |",
+        "|---|" + "---|" * len(batches),
+    ]
+    for hidden in SMALL_HIDDEN:
+        cells = [f"{r['speedup']:.2f}x ({r['auto']})" for r in rows if r["shape"][3] == hidden]
+        lines.append(f"| {hidden} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def median_ms(backend: str, shape: tuple[int, ...], repeats: int, train: bool) -> float:
     batch, steps, inputs, hidden, layers = shape
     torch.manual_seed(0)
@@ -58,7 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--mode", choices=["train", "forward"], default="train")
+    parser.add_argument("--mode", choices=["train", "forward", "small"], default="train")
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/kernel_selection.json")
     )
@@ -67,7 +127,10 @@ def main() -> None:
     load = os.getloadavg()
     rows = []
     train = args.mode == "train"
-    for shape in SHAPES:
+    small = args.mode == "small"
+    if small:
+        rows = small_batch_rows(args.threads)
+    for shape in [] if small else SHAPES:
         fused = median_ms("fused", shape, args.repeats, train)
         kernel = median_ms("kernel", shape, args.repeats, train)
         rows.append(
@@ -91,22 +154,29 @@ def main() -> None:
         "load_before": load,
         "load_after": os.getloadavg(),
     }
+    what = "forward+backward" if train else "forward (no grad, eval)"
+    if small:
+        what += ", small batches (speed-up of the kernel, and what auto picks)"
     lines = [
-        f"# C++ kernel vs fused, {'forward+backward' if train else 'forward (no grad, eval)'} "
-        "of the standard cell",
+        f"# C++ kernel vs fused, {what} of the standard cell",
         "",
         f"Command: `{meta['command']}`  ",
         f"Date: {meta['date']}; torch {meta['torch']}; {args.threads} threads; load "
         f"average before {load[0]:.2f}",
         "",
-        "| (B, T, I, H, layers) | fused ms | kernel ms | kernel speed-up | auto picks |",
-        "|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {tuple(r['shape'])} | {r['fused_ms']:.1f} | {r['kernel_ms']:.1f} | "
-        f"{r['speedup']:.2f}x | {r['auto']} |"
-        for r in rows
-    ]
+    if small:
+        lines += small_batch_table(rows, args.threads)
+    else:
+        lines += [
+            "| (B, T, I, H, layers) | fused ms | kernel ms | kernel speed-up | auto picks |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {tuple(r['shape'])} | {r['fused_ms']:.1f} | {r['kernel_ms']:.1f} | "
+            f"{r['speedup']:.2f}x | {r['auto']} |"
+            for r in rows
+        ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta | {"mode": args.mode}, "rows": rows}, indent=2))
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")

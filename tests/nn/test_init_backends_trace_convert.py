@@ -143,11 +143,12 @@ def test_large_batch_inference_never_builds_the_kernel(monkeypatch):
     """Choosing the fused kernel for a large eval batch must not build the C++ kernel (a
     first build takes from half a minute to minutes): the row-split case is decided in Python."""
     import lstmkit.nn.backends as backends
+    import lstmkit.nn.backends.kernel as kernel
 
     def build(*_):
         raise AssertionError("the C++ kernel was consulted for a large inference batch")
 
-    monkeypatch.setattr(backends, "kernel_unavailable", build)
+    monkeypatch.setattr(kernel, "kernel_unavailable", build)
     rows = 4 * torch.get_num_threads()  # four rows per thread: the row split
     placement = backends.Placement(torch.device("cpu"), torch.float32, rows)
     config = LSTM(3, 128).config

@@ -489,31 +489,37 @@ def test_auto_prefers_the_fused_kernel_for_standard_inference(kernel):
 
 
 def test_auto_runs_small_batch_inference_on_the_kernel(kernel):
-    """Inference follows the training order where the kernel shares the hidden units among
-    threads (fewer than four rows per thread, no projection, hidden 91-768): there its forward
-    pass is the faster one. Elsewhere, or with the batch unknown, PyTorch's goes first."""
+    """Inference follows the training order at fewer than four rows per thread without a
+    projection: up to hidden 256 at every such batch, above it (to 768) at batch 1 only; there
+    the kernel's forward pass is the faster one (benchmarks/results/kernel_selection_small*.md).
+    Elsewhere, or with the batch unknown, PyTorch's goes first."""
     from lstmkit.nn.backends import select_backend
 
     cpu = torch.device("cpu")
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
     try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            for hidden, batch in ((16, 1), (32, 4 * n - 1), (256, 4 * n - 1), (512, 1), (768, 1)):
+                placement = Placement(cpu, torch.float32, batch)
+                got = select_backend(LSTM(3, hidden).config, False, placement=placement)
+                assert got == (
+                    "kernel",
+                    f"fastest backend at {batch} row(s): at batches this small the C++ "
+                    "kernel's forward pass beats PyTorch's",
+                ), (n, hidden, batch)
+            for config, batch in (
+                (LSTM(3, 128).config, 4 * n),  # four rows per thread: the row split
+                (LSTM(3, 128).config, None),  # batch unknown (lstm.backend_choice)
+                (LSTM(3, 512).config, 2),  # above hidden 256: batch 1 only
+                (LSTM(3, 128, proj_size=64).config, 1),  # projections use the row split
+                (LSTM(3, 1024).config, 1),  # above KERNEL_MAX_HIDDEN
+                (LSTM(3, 128, cell="peephole").config, 64),  # fused cannot: the kernel
+            ):
+                placement = Placement(cpu, torch.float32, batch)
+                want = "kernel" if config.cell == "peephole" else "fused"
+                assert select_backend(config, False, placement=placement).name == want
         standard = LSTM(3, 128).config
-        small = select_backend(standard, False, placement=Placement(cpu, torch.float32, 1))
-        assert small == (
-            "kernel",
-            "fastest backend at 1 row(s): the C++ kernel shares the hidden units among threads "
-            "there, and its forward pass beats PyTorch's",
-        )
-        for config, batch in (
-            (standard, 8),  # four rows per thread: the row split
-            (standard, None),  # batch unknown (lstm.backend_choice)
-            (LSTM(3, 32).config, 1),  # too little work to split
-            (LSTM(3, 128, proj_size=64).config, 1),  # projections use the row split
-            (LSTM(3, 1024).config, 1),  # above KERNEL_MAX_HIDDEN
-        ):
-            placement = Placement(cpu, torch.float32, batch)
-            assert select_backend(config, False, placement=placement).name == "fused"
         assert select_backend(standard, True, placement=Placement(cpu, torch.float32, 1)) == (
             "kernel",
             "fastest backend for this configuration",

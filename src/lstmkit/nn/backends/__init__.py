@@ -22,7 +22,7 @@ from lstmkit.nn.backends.base import Backend, LayerOutput, LayerRun, Placement
 from lstmkit.nn.backends.compiled import CompiledBackend
 from lstmkit.nn.backends.fused import FusedBackend
 from lstmkit.nn.backends.graphed import GraphedBackend
-from lstmkit.nn.backends.kernel import CELL_KINDS, KernelBackend, kernel_unavailable, load_kernel
+from lstmkit.nn.backends.kernel import KernelBackend
 from lstmkit.nn.backends.reference import ReferenceBackend
 from lstmkit.nn.config import LSTMConfig
 
@@ -46,13 +46,16 @@ BACKENDS: dict[str, Backend] = {
 # ``graphed`` (asked for by name only, see the module docstring).
 PREFERENCE: tuple[str, ...] = ("kernel", "fused", "compiled", "reference")
 INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "compiled", "reference")
-# Except where the C++ kernel shares the hidden units among threads (fewer than four rows per
-# thread, hidden 91-768, no projection): there its forward pass is the faster one too
-# (benchmarks/results/kernels.md, batch sweep), so inference follows the training order.
+# Except at small batches (fewer than four rows per thread, no projection): there the C++
+# kernel's forward pass is the faster one up to hidden 256 at every such batch, and above it
+# (to KERNEL_MAX_HIDDEN) at batch 1 only (benchmarks/results/kernel_selection_small*.md: on 2
+# threads 1.08-3.5x at hidden 16-256, 1.02-1.11x at batch 1 and 0.77-0.94x at most larger
+# batches at hidden 512-768), so inference follows the training order there.
 # Where the fused kernel can run the same thing, the C++ kernel trains faster only while the
 # recurrent weights stay cache-sized (benchmarks/results/kernel_selection.md: faster up to
 # hidden 650, slower at hidden 1150).
 KERNEL_MAX_HIDDEN = 768
+SMALL_BATCH_MAX_HIDDEN = 256
 
 
 class BackendChoice(NamedTuple):
@@ -70,7 +73,7 @@ def select_backend(
 
     ``placement`` (device and dtype of the layer's tensors, and the batch of the call when
     known) rules out backends that cannot run there; None skips that check. The batch matters
-    for inference only: see ``_splits_units``.
+    for inference only: see ``_small_batch_inference``.
     """
     if config.backend != "auto":
         reason = _unsupported(BACKENDS[config.backend], config, training, tracing, placement)
@@ -78,7 +81,7 @@ def select_backend(
             raise ValueError(f"backend {config.backend!r} cannot run this configuration: {reason}")
         return BackendChoice(config.backend, f"backend={config.backend!r} was requested")
     passed_over: list[str] = []
-    small = _splits_units(config, training, placement)
+    small = _small_batch_inference(config, training, placement)
     order = PREFERENCE if training or small else INFERENCE_PREFERENCE
     for name in order:
         reason = _unsupported(BACKENDS[name], config, training, tracing, placement)
@@ -92,29 +95,26 @@ def select_backend(
             )
             if small and name == "kernel" and not passed_over:
                 why = (
-                    f"fastest backend at {placement.batch} row(s): the C++ kernel shares the "
-                    "hidden units among threads there, and its forward pass beats PyTorch's"
+                    f"fastest backend at {placement.batch} row(s): at batches this small the "
+                    "C++ kernel's forward pass beats PyTorch's"
                 )
             return BackendChoice(name, why)
         passed_over.append(reason)
     raise RuntimeError("no backend can run this configuration: " + "; ".join(passed_over))
 
 
-def _splits_units(config: LSTMConfig, training: bool, placement: Placement | None) -> bool:
-    """True for inference of the standard cell at a batch the C++ kernel runs with its unit
-    split, the one regime where its forward pass beats PyTorch's fused one."""
+def _small_batch_inference(config: LSTMConfig, training: bool, placement: Placement | None) -> bool:
+    """True for inference of the standard cell at a batch small enough that the C++ kernel's
+    forward pass beats PyTorch's fused one (see PREFERENCE above)."""
     if training or placement is None or placement.batch is None or config.cell != "lstm":
         return False
-    if placement.device.type != "cpu" or config.hidden_size > KERNEL_MAX_HIDDEN:
+    if placement.device.type != "cpu" or config.proj_size:
         return False
-    if config.proj_size or placement.batch >= 4 * torch.get_num_threads():
+    if placement.batch >= 4 * torch.get_num_threads():
         return False  # the row split: decided here, so large batches never build the kernel
-    if kernel_unavailable() is not None:
-        return False
-    threads = load_kernel().column_split_threads(
-        placement.batch, config.hidden_size, config.proj_size, CELL_KINDS["lstm"]
-    )
-    return threads > 1
+    if config.hidden_size <= SMALL_BATCH_MAX_HIDDEN:
+        return True
+    return placement.batch == 1 and config.hidden_size <= KERNEL_MAX_HIDDEN
 
 
 def _kernel_slower(
@@ -163,6 +163,7 @@ __all__ = [
     "INFERENCE_PREFERENCE",
     "KERNEL_MAX_HIDDEN",
     "PREFERENCE",
+    "SMALL_BATCH_MAX_HIDDEN",
     "Backend",
     "BackendChoice",
     "LayerOutput",

@@ -9,9 +9,9 @@ shown beside each shape (``lstmkit.nn.backends.KERNEL_MAX_HIDDEN`` for training)
     python benchmarks/kernel_selection.py --mode forward \
         --out benchmarks/results/kernel_selection_forward.json
 
-``--mode small`` sweeps inference at small batches instead (fewer than four rows per thread,
-where ``auto`` runs the standard cell on the kernel): hidden 16 to 768 at (B, 100, 32), the
-two backends called alternately, the speed-up a median over many calls:
+``--mode small`` sweeps inference at small batches instead (below four rows per thread, and 4 to
+128 rows): hidden 16 to 768 at (B, 100, 32), the two backends called alternately, the speed-up
+a median over many calls:
 
     python benchmarks/kernel_selection.py --mode small --threads 2 \
         --out benchmarks/results/kernel_selection_small.json
@@ -50,18 +50,23 @@ SHAPES = [
 SMALL_HIDDEN = (16, 32, 64, 90, 128, 256, 512, 768)
 
 
+def small_batches(threads: int) -> list[int]:
+    """Every batch below four rows per thread, and 4 to 128 rows in powers of two."""
+    return sorted(set(range(1, 4 * threads)) | {4, 8, 16, 32, 64, 128})
+
+
 def small_batch_rows(threads: int) -> list[dict]:
-    """Forward (no grad, eval) at (B, 100, 32, H) for B below four rows per thread, fused and
-    kernel called alternately on the same weights."""
+    """Forward (no grad, eval) at (B, 100, 32, H) for the batches of ``small_batches``, fused
+    and kernel called alternately on the same weights."""
     rows = []
     for hidden in SMALL_HIDDEN:
-        for batch in range(1, 4 * threads):
+        for batch in small_batches(threads):
             torch.manual_seed(0)
             fused = LSTM(32, hidden, backend="fused").eval()
             kernel = LSTM(32, hidden, backend="kernel").eval()
             kernel.load_state_dict(fused.state_dict())
             x = torch.randn(batch, 100, 32)
-            calls = 200 if hidden <= 256 else 60
+            calls = 200 if hidden * batch <= 4096 else 40
             times: dict[str, list[float]] = {"fused": [], "kernel": []}
             with torch.no_grad():
                 for i in range(calls + 10):
@@ -87,7 +92,7 @@ def small_batch_rows(threads: int) -> list[dict]:
 
 def small_batch_table(rows: list[dict], threads: int) -> list[str]:
     """Hidden sizes down, batches across: the kernel's speed-up and what ``auto`` picks."""
-    batches = range(1, 4 * threads)
+    batches = small_batches(threads)
     lines = [
         "| hidden | " + " | ".join(f"B = {b}" for b in batches) + " |",
         "|---|" + "---|" * len(batches),

@@ -149,7 +149,7 @@ def test_large_batch_inference_never_builds_the_kernel(monkeypatch):
         raise AssertionError("the C++ kernel was consulted for a large inference batch")
 
     monkeypatch.setattr(kernel, "kernel_unavailable", build)
-    rows = 4 * torch.get_num_threads()  # four rows per thread: the row split
+    rows = 64 * torch.get_num_threads()  # 64 rows per thread: far past the kernel's regime
     placement = backends.Placement(torch.device("cpu"), torch.float32, rows)
     config = LSTM(3, 128).config
     assert backends.select_backend(config, training=False, placement=placement).name == "fused"

@@ -489,10 +489,11 @@ def test_auto_prefers_the_fused_kernel_for_standard_inference(kernel):
 
 
 def test_auto_runs_small_batch_inference_on_the_kernel(kernel):
-    """Inference follows the training order at fewer than four rows per thread without a
-    projection: up to hidden 256 at every such batch, above it (to 768) at batch 1 only; there
-    the kernel's forward pass is the faster one (benchmarks/results/kernel_selection_small*.md).
-    Elsewhere, or with the batch unknown, PyTorch's goes first."""
+    """Inference follows the training order at small batches without a projection: up to
+    hidden 256 below four rows per thread or while rows per thread x hidden <= 512, and up to
+    hidden 768 at batch 1 only; there the kernel's forward pass is the faster one
+    (benchmarks/results/kernel_selection_small*.md). Elsewhere, or with the batch unknown,
+    PyTorch's goes first."""
     from lstmkit.nn.backends import select_backend
 
     cpu = torch.device("cpu")
@@ -500,7 +501,8 @@ def test_auto_runs_small_batch_inference_on_the_kernel(kernel):
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            for hidden, batch in ((16, 1), (32, 4 * n - 1), (256, 4 * n - 1), (512, 1), (768, 1)):
+            small = ((16, 1), (32, 4 * n - 1), (256, 4 * n - 1), (512, 1), (768, 1))
+            for hidden, batch in (*small, (128, 4 * n), (32, 16 * n)):  # 4 and 16 rows a thread
                 placement = Placement(cpu, torch.float32, batch)
                 got = select_backend(LSTM(3, hidden).config, False, placement=placement)
                 assert got == (
@@ -509,7 +511,8 @@ def test_auto_runs_small_batch_inference_on_the_kernel(kernel):
                     "kernel's forward pass beats PyTorch's",
                 ), (n, hidden, batch)
             for config, batch in (
-                (LSTM(3, 128).config, 4 * n),  # four rows per thread: the row split
+                (LSTM(3, 128).config, 4 * n + 1),  # 5 rows a thread x 128 > 512
+                (LSTM(3, 32).config, 16 * n + 1),  # 17 rows a thread x 32 > 512
                 (LSTM(3, 128).config, None),  # batch unknown (lstm.backend_choice)
                 (LSTM(3, 512).config, 2),  # above hidden 256: batch 1 only
                 (LSTM(3, 128, proj_size=64).config, 1),  # projections use the row split

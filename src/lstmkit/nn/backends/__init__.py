@@ -46,16 +46,20 @@ BACKENDS: dict[str, Backend] = {
 # ``graphed`` (asked for by name only, see the module docstring).
 PREFERENCE: tuple[str, ...] = ("kernel", "fused", "compiled", "reference")
 INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "compiled", "reference")
-# Except at small batches (fewer than four rows per thread, no projection): there the C++
-# kernel's forward pass is the faster one up to hidden 256 at every such batch, and above it
-# (to KERNEL_MAX_HIDDEN) at batch 1 only (benchmarks/results/kernel_selection_small*.md: on 2
-# threads 1.08-3.5x at hidden 16-256, 1.02-1.11x at batch 1 and 0.77-0.94x at most larger
-# batches at hidden 512-768), so inference follows the training order there.
+# Except at small batches without a projection, where the C++ kernel's forward pass is the
+# faster one (benchmarks/results/kernel_selection_small*.md, 2 threads and 1): up to hidden 256
+# at fewer than four rows per thread, or while rows per thread x hidden <= 512, and up to
+# KERNEL_MAX_HIDDEN at batch 1 only (at hidden 512-768 and 2-8 rows it measured 0.78-1.08x).
+# Everywhere this picks the kernel it measured 1.11-5.6x on 2 threads and 1.08-2.07x on 1
+# (most at the smallest layers, where a call of torch's is mostly fixed cost); the sweep finds
+# it faster at some larger batches too, which this rule leaves to torch. So inference follows
+# the training order there.
 # Where the fused kernel can run the same thing, the C++ kernel trains faster only while the
 # recurrent weights stay cache-sized (benchmarks/results/kernel_selection.md: faster up to
 # hidden 650, slower at hidden 1150).
 KERNEL_MAX_HIDDEN = 768
 SMALL_BATCH_MAX_HIDDEN = 256
+SMALL_BATCH_MAX_WORK = 512  # rows per thread x hidden
 
 
 class BackendChoice(NamedTuple):
@@ -110,11 +114,16 @@ def _small_batch_inference(config: LSTMConfig, training: bool, placement: Placem
         return False
     if placement.device.type != "cpu" or config.proj_size:
         return False
-    if placement.batch >= 4 * torch.get_num_threads():
-        return False  # the row split: decided here, so large batches never build the kernel
-    if config.hidden_size <= SMALL_BATCH_MAX_HIDDEN:
+    # (decided here, in Python: large batches never build the kernel)
+    threads = torch.get_num_threads()
+    if placement.batch == 1:
+        return config.hidden_size <= KERNEL_MAX_HIDDEN
+    if config.hidden_size > SMALL_BATCH_MAX_HIDDEN:
+        return False
+    if placement.batch < 4 * threads:
         return True
-    return placement.batch == 1 and config.hidden_size <= KERNEL_MAX_HIDDEN
+    rows = -(-placement.batch // threads)  # per thread
+    return rows * config.hidden_size <= SMALL_BATCH_MAX_WORK
 
 
 def _kernel_slower(
@@ -164,6 +173,7 @@ __all__ = [
     "KERNEL_MAX_HIDDEN",
     "PREFERENCE",
     "SMALL_BATCH_MAX_HIDDEN",
+    "SMALL_BATCH_MAX_WORK",
     "Backend",
     "BackendChoice",
     "LayerOutput",

@@ -128,7 +128,9 @@ std::vector<at::Tensor> backward_direction(
   }
 
   // per thread, one row each; a single thread's row is the sum (at batch 1 no reduction runs)
-  const auto total = [](const at::Tensor& rows) { return rows.size(0) == 1 ? rows[0] : rows.sum(0); };
+  const auto total = [](const at::Tensor& rows) {
+    return rows.size(0) == 1 ? rows[0] : rows.sum(0);
+  };
   const at::Tensor grads = kind == kPeephole || ln_cell ? total(acc) : at::Tensor();
   std::vector<at::Tensor> result{dh, dc, ln_cell ? da_hist : at::Tensor()};
   result.push_back(proj ? mm_fast(dh_hist.view({-1, n.P}).t(), m_hist.view({-1, n.H}))

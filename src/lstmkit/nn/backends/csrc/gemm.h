@@ -154,11 +154,11 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, 
 }
 
 // w^T (K, N) = (w (N, K))^T in column blocks, through the tiled transpose (ATen's copy of a
-// transposed view is the slower of the two for a weight matrix): block j, columns [j kColumns, (j + 1) kColumns),
-// is a contiguous (K, width) matrix starting at j kColumns K. gemm reads one block at a time,
-// and a block whose rows lie apart in memory (ldb = N) streams from L2 more slowly: a
-// single-row product of 128 x 512 took 1.9 µs from the plain transpose against 1.3 µs from the
-// blocks here.
+// transposed view is the slower of the two for a weight matrix). Block j, the columns from
+// j kColumns, is a contiguous (K, width) matrix starting at j kColumns K. gemm reads one block
+// at a time, and a block whose rows lie apart in memory (ldb = N) streams from L2 more slowly:
+// a single-row product of 128 x 512 took 1.9 µs from the plain transpose against 1.3 µs from
+// the blocks here.
 inline at::Tensor transposed_blocks(const at::Tensor& w) {
   const at::Tensor src = w.contiguous();
   const int64_t N = src.size(0), K = src.size(1);

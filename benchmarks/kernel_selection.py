@@ -24,12 +24,11 @@ import json
 import os
 import statistics
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from report import lstm_call_ms
+from report import interleaved, lstm_call_ms
 
 from lstmkit.nn import LSTM
 from lstmkit.nn.backends import Placement, select_backend
@@ -67,14 +66,9 @@ def small_batch_rows(threads: int) -> list[dict]:
             kernel.load_state_dict(fused.state_dict())
             x = torch.randn(batch, 100, 32)
             calls = 200 if hidden * batch <= 4096 else 40
-            times: dict[str, list[float]] = {"fused": [], "kernel": []}
             with torch.no_grad():
-                for i in range(calls + 10):
-                    for name, lstm in (("fused", fused), ("kernel", kernel)):
-                        start = time.perf_counter()
-                        lstm(x)
-                        if i >= 10:  # warm-up calls are not counted
-                            times[name].append(time.perf_counter() - start)
+                fns = {"fused": lambda m=fused, x=x: m(x), "kernel": lambda m=kernel, x=x: m(x)}
+                times = interleaved(fns, calls, warmup=10)
             f, k = (statistics.median(times[n]) * 1e3 for n in ("fused", "kernel"))
             shape = (batch, 100, 32, hidden, 1)
             rows.append(

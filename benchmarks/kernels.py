@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from report import interleaved
 
 from lstmkit.nn import LSTM
 from lstmkit.nn.backends.kernel import kernel_unavailable, load_kernel
@@ -43,24 +44,6 @@ BATCH_SWEEP = (1, 2, 4, 8, 16)
 
 def flops(b: int, t: int, i: int, h: int) -> float:
     return 8.0 * b * t * h * (i + h)
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def interleaved(fns: dict, reps: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Run each function ``reps`` times, alternating between them; seconds per run."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            times[name].append(_timed(fn))
-    return times
 
 
 def make_pair(b: int, t: int, i: int, h: int):

@@ -1,4 +1,5 @@
-"""What benchmarks share: the commit they ran at, a median timing, and writing a result."""
+"""What benchmarks share: the commit they ran at, median and interleaved timings, and writing a
+result."""
 
 from __future__ import annotations
 
@@ -32,6 +33,24 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> f
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(fns: dict, reps: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Run each function ``reps`` times, alternating between them; seconds per run."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            times[name].append(_seconds(fn))
+    return times
 
 
 def lstm_call_ms(

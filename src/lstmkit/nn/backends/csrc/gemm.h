@@ -2,15 +2,18 @@
 // float uses oneDNN's BRGEMM micro-kernel through ATen (AVX-512 where the CPU has it), or a
 // hand-written AVX-512 product for a single row (batch 1), where BRGEMM's blocking does not pay
 // off (16 accumulators over 256 columns, or over 16 * NV columns and 16 / NV rows of B);
-// double (the float64 gradient checks) a plain loop. Large products over all steps go through
-// `mm_fast`: oneDNN's matmul when torch exports it, else at::mm (MKL on x86, which does not use
-// AVX-512 on every CPU); small ones through at::mm, which is quicker to set up.
+// double (the float64 gradient checks) a plain loop. Products over all steps go through
+// `mm_fast`: in float below 16M multiply-adds, `mm_small` (the step's `gemm` on every thread);
+// above, oneDNN's matmul when torch exports it, else at::mm (MKL on x86, which does not use
+// AVX-512 on every CPU); small double ones through at::mm, which is quicker to set up.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/native/CPUBlas.h>
 
 #include "pool.h"
+
+#include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -233,6 +236,46 @@ __attribute__((weak)) void mkldnn_matmul(const Tensor& mat1, const Tensor& mat2,
 
 namespace lstmkit {
 
+// A matrix with contiguous rows: `m` itself, or a copy of it (a transposed float view is
+// transposed back in tiles, which ATen's copy of it is the slower of).
+inline at::Tensor row_major(const at::Tensor& m) {
+  if (m.stride(1) == 1 && (m.size(0) <= 1 || m.stride(0) >= m.size(1))) return m;
+  if (m.scalar_type() != at::kFloat || m.stride(0) != 1 || m.stride(1) < m.size(0))
+    return m.contiguous();
+  at::Tensor out = at::empty({m.size(0), m.size(1)}, m.options());
+  transpose_into(m.data_ptr<float>(), m.size(1), m.size(0), m.stride(1), out.data_ptr<float>(),
+                 m.size(1));
+  return out;
+}
+
+// Below this many multiply-adds a float product runs on `mm_small`, above on oneDNN's matmul.
+constexpr int64_t kSmallProduct = int64_t(1) << 24;
+
+// out (M, N) = a (M, K) @ b (K, N) in float, the rows of a and out shared out among the threads,
+// each thread running `gemm` over blocks of 32 of its rows. oneDNN's matmul costs about 12 µs
+// more to set up and run at the sizes of a short sequence at batch 1: at (1, 100, 32, 128) the
+// input projection took 8.4 against 20.8 µs, dx 7.6 against 19.6 and the weight gradients'
+// product 35.7 against 47.2 (2 threads; at 13M multiply-adds 53-61 against 69-71 µs, and level
+// or slower from about 60M on).
+inline void mm_small(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+  const at::Tensor A = row_major(a), B = row_major(b);
+  const int64_t M = A.size(0), K = A.size(1), N = B.size(1);
+  const float* pa = A.data_ptr<float>();
+  const float* pb = B.data_ptr<float>();
+  float* pc = out.data_ptr<float>();
+  const int64_t lda = A.stride(0), ldb = B.stride(0), ldc = out.stride(0);
+  constexpr int64_t kRows = 32;
+  const int64_t nt = std::max<int64_t>(
+      1, std::min<int64_t>({at::get_num_threads(), omp_get_num_procs(), M / kRows}));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int64_t m0 = M * tid / nth, m1 = M * (tid + 1) / nth;
+    for (int64_t i = m0; i < m1; i += kRows)
+      gemm(std::min(kRows, m1 - i), N, K, pa + i * lda, lda, pb, ldb, pc + i * ldc, ldc);
+  }
+}
+
 // out = beta * out + a @ b for 2-D tensors whose rows or columns are contiguous.
 inline void mm_fast(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, float beta) {
   if (a.size(0) == 0 || b.size(1) == 0) return;
@@ -240,8 +283,11 @@ inline void mm_fast(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, f
     if (beta == 0.0f) out.zero_();
     return;
   }
-  // oneDNN's matmul costs ~15 µs to set up: below about a million multiply-adds (batch 1,
-  // short sequences) ATen's GEMM is the faster of the two.
+  if (beta == 0.0f && a.scalar_type() == at::kFloat && out.stride(1) == 1 &&
+      a.size(0) * a.size(1) * b.size(1) < kSmallProduct)
+    return mm_small(a, b, out);
+  // (double, and float with beta) oneDNN's matmul costs ~15 µs to set up: below about a
+  // million multiply-adds ATen's GEMM is the faster of the two.
   const bool large = a.size(0) * a.size(1) * b.size(1) >= (int64_t(1) << 20);
   if (large && &at::native::mkldnn_matmul != nullptr && a.scalar_type() == at::kFloat) {
     at::native::mkldnn_matmul(a, b, out, beta, 1.0f);

@@ -276,6 +276,11 @@ inline void mm_small(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) 
   }
 }
 
+// Whether mm_fast runs a @ b on `mm_small`.
+inline bool small_product(const at::Tensor& a, const at::Tensor& b) {
+  return a.scalar_type() == at::kFloat && a.size(0) * a.size(1) * b.size(1) < kSmallProduct;
+}
+
 // out = beta * out + a @ b for 2-D tensors whose rows or columns are contiguous.
 inline void mm_fast(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, float beta) {
   if (a.size(0) == 0 || b.size(1) == 0) return;
@@ -283,9 +288,7 @@ inline void mm_fast(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, f
     if (beta == 0.0f) out.zero_();
     return;
   }
-  if (beta == 0.0f && a.scalar_type() == at::kFloat && out.stride(1) == 1 &&
-      a.size(0) * a.size(1) * b.size(1) < kSmallProduct)
-    return mm_small(a, b, out);
+  if (beta == 0.0f && out.stride(1) == 1 && small_product(a, b)) return mm_small(a, b, out);
   // (double, and float with beta) oneDNN's matmul costs ~15 µs to set up: below about a
   // million multiply-adds ATen's GEMM is the faster of the two.
   const bool large = a.size(0) * a.size(1) * b.size(1) >= (int64_t(1) << 20);

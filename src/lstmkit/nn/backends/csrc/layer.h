@@ -17,10 +17,11 @@
 //
 // The weight gradients of a direction come from one GEMM after its backward loop,
 //   [dW_ih | dW_hh] = Σ_t dz_t^T [x_t | h_{t-1}],
-// over the operand [x | h'] that the forward pass saves (previous_inputs). One product of
-// I + P columns runs faster than two of I and P (benchmarks/kernel_parts.py: at
-// (64, 100, 32, 128), 2.3-2.6 ms against 2.5-2.8 ms for the two). Neither is saved nor run
-// when no weight needs a gradient.
+// over the operand [x | h'] that the forward pass saves (previous_inputs). On oneDNN's matmul one
+// product of I + P columns runs faster than two of I and P (benchmarks/kernel_parts.py: at
+// (64, 100, 32, 128), 2.3-2.6 ms against 2.5-2.8 ms for the two); below mm_small's threshold
+// (gemm.h) the two products write each gradient in place, where the one needs both copied out.
+// Neither is saved nor run when no weight needs a gradient.
 #pragma once
 
 #include <torch/csrc/autograd/custom_function.h>
@@ -243,9 +244,19 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
       if (xh.defined()) {
         const int64_t I = xh.size(2) - P;  // x's columns (0 without W_ih's gradient)
         const at::Tensor& da = s.kind == kLayerNorm ? res[2] : dz;
-        const at::Tensor dw = mm_fast(da.reshape({T * B, G}).t(), xh.view({T * B, I + P}));
-        if (I > 0) dw_ih = column_block(dw, 0, I);
-        dw_hh = column_block(dw, I, P);
+        const at::Tensor da_t = da.reshape({T * B, G}).t();  // (G, T B)
+        const at::Tensor operand = xh.view({T * B, I + P});
+        if (small_product(da_t, operand)) {
+          // two products straight into their own tensors, da^T copied with contiguous rows once
+          // (at (1, 100, 32, 128) the copies out of one merged product took 8 µs)
+          const at::Tensor a = row_major(da_t);
+          if (I > 0) dw_ih = mm_fast(a, operand.narrow(1, 0, I));
+          dw_hh = mm_fast(a, operand.narrow(1, I, P));
+        } else {
+          const at::Tensor dw = mm_fast(da_t, operand);
+          if (I > 0) dw_ih = column_block(dw, 0, I);
+          dw_hh = column_block(dw, I, P);
+        }
       }
       // res: dh0, dc0, da, dW_hr, dpeep, dbias, dln... (undefined where the cell has none)
       std::vector<at::Tensor>& dp = dparams[d];

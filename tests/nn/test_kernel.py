@@ -8,6 +8,7 @@ import copy
 import itertools
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -625,6 +626,16 @@ def test_disabled_kernel_falls_back_and_says_why(monkeypatch):
     assert out.shape == (2, 5, 4)
     with pytest.raises(ValueError, match="backend 'kernel' cannot run this configuration"):
         LSTM(3, 4, backend="kernel").explain_backend()
+
+
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "c++")) is None or bool(os.environ.get(DISABLE_ENV)),
+    reason="no C++ compiler on PATH (or the kernel is disabled): the fallback is tested instead",
+)
+def test_the_kernel_builds_where_a_compiler_is_present():
+    """Every kernel test skips when the build fails; where a compiler is present, a failed
+    build is a failure here, not a run of skips."""
+    assert kernel_unavailable() is None
 
 
 def test_a_failed_build_is_explained_by_its_cause():

@@ -154,6 +154,28 @@ inline at::Tensor column_block(const at::Tensor& m, int64_t c0, int64_t n) {
   return out;
 }
 
+// {dW_ih, dW_hh}: [dW_ih | dW_hh] = da^T [x | h'] for da (N, G) and the operand [x | h']
+// (N, I + P), each gradient contiguous; dW_ih undefined when I = 0. Below mm_small's threshold (gemm.h), two
+// products straight into their own tensors over one copy of da^T with contiguous rows (at
+// (1, 100, 32, 128) copying both out of one merged product took 8 µs); above, one product on
+// oneDNN and the copies.
+inline std::vector<at::Tensor> weight_gradients(const at::Tensor& da, const at::Tensor& operand,
+                                                int64_t I) {
+  const at::Tensor da_t = da.t();  // (G, N)
+  const int64_t P = operand.size(1) - I;
+  at::Tensor dw_ih, dw_hh;
+  if (small_product(da_t, operand)) {
+    const at::Tensor a = row_major(da_t);
+    if (I > 0) dw_ih = mm_fast(a, operand.narrow(1, 0, I));
+    dw_hh = mm_fast(a, operand.narrow(1, I, P));
+  } else {
+    const at::Tensor dw = mm_fast(da_t, operand);
+    if (I > 0) dw_ih = column_block(dw, 0, I);
+    dw_hh = column_block(dw, I, P);
+  }
+  return {dw_ih, dw_hh};
+}
+
 struct LayerFunction : public torch::autograd::Function<LayerFunction> {
   static torch::autograd::variable_list forward(
       torch::autograd::AutogradContext* ctx, int64_t kind, int64_t directions, bool proj,
@@ -244,19 +266,10 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
       if (xh.defined()) {
         const int64_t I = xh.size(2) - P;  // x's columns (0 without W_ih's gradient)
         const at::Tensor& da = s.kind == kLayerNorm ? res[2] : dz;
-        const at::Tensor da_t = da.reshape({T * B, G}).t();  // (G, T B)
-        const at::Tensor operand = xh.view({T * B, I + P});
-        if (small_product(da_t, operand)) {
-          // two products straight into their own tensors, da^T copied with contiguous rows once
-          // (at (1, 100, 32, 128) the copies out of one merged product took 8 µs)
-          const at::Tensor a = row_major(da_t);
-          if (I > 0) dw_ih = mm_fast(a, operand.narrow(1, 0, I));
-          dw_hh = mm_fast(a, operand.narrow(1, I, P));
-        } else {
-          const at::Tensor dw = mm_fast(da_t, operand);
-          if (I > 0) dw_ih = column_block(dw, 0, I);
-          dw_hh = column_block(dw, I, P);
-        }
+        const std::vector<at::Tensor> dw =
+            weight_gradients(da.reshape({T * B, G}), xh.view({T * B, I + P}), I);
+        dw_ih = dw[0];
+        dw_hh = dw[1];
       }
       // res: dh0, dc0, da, dW_hr, dpeep, dbias, dln... (undefined where the cell has none)
       std::vector<at::Tensor>& dp = dparams[d];

@@ -9,6 +9,7 @@
 //   Stepper(layers, kind, hidden, batch).step(x)       streaming inference
 //   pair_forward(xq, hh, c0, peep, kind), pair_backward(dh, xq, hh, c0, peep, kind)
 //                                                       one step for every (state, input) pair
+//   weight_gradients(da, operand, inputs)               dW_ih, dW_hh as the layer computes them
 //   set_column_split_min_work(n)                        small-batch threading threshold
 // All tensors are CPU, float32 or float64; time-major (T, B, F) with the last dim contiguous.
 #include <torch/extension.h>
@@ -62,6 +63,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &lstmkit::forward);
   m.def("backward", &lstmkit::backward);
   m.def("linear_forward", &lstmkit::linear_forward);
+  m.def("weight_gradients", &lstmkit::weight_gradients);
   m.def("layer", &lstmkit::layer);
   m.def("pair_forward", &lstmkit::pair_forward);
   m.def("pair_backward", &lstmkit::pair_backward);

@@ -245,7 +245,11 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
     CellGrads<T> g_acc;
     g_acc.peep = a;
     const LNSaved<T> no_ln;
-    for (int64_t s = n.T - 1; s >= 0 && nu > 0; --s) {
+    for (int64_t s = n.T - 1; s >= 0; --s) {
+      if (nu == 0) {  // (not while nt <= H) a thread without units still meets every barrier
+        barrier.wait(nth, sense);
+        continue;
+      }
       const int64_t k = n.T - 1 - s;
       const T* in = part + (k % 2) * nt * BP;        // every thread's partial of the last step
       T* out = part + ((k + 1) % 2) * nt * BP + tid * BP;  // this thread's partial of this one

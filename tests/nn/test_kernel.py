@@ -628,8 +628,55 @@ def test_disabled_kernel_falls_back_and_says_why(monkeypatch):
         LSTM(3, 4, backend="kernel").explain_backend()
 
 
+@pytest.mark.parametrize(
+    "m,k,n",
+    [
+        (1, 32, 512),  # one row
+        (5, 7, 33),  # fewer rows than the threads' blocks: columns shared out, a ragged rest
+        (100, 32, 512),  # the input projection at (1, 100, 32, 128): rows shared out
+        (100, 512, 32),  # dx there
+        (512, 100, 160),  # the weight gradients there
+        (70, 600, 48),  # deeper than mm_small takes: oneDNN
+    ],
+)
+@pytest.mark.parametrize("transposed", [False, True], ids=["rows", "views"])
+def test_products_over_all_steps_match_torch(two_threads, m, k, n, transposed):
+    """mm_fast (csrc/gemm.h): small float products on every thread (split by rows, or by columns
+    when there are few rows), the rest on oneDNN; operands given as transposed views too."""
+    torch.manual_seed(m + k + n)
+    a, w = torch.randn(m, k), torch.randn(n, k)  # linear_forward(a, w) = a @ w.t()
+    if transposed:
+        a = torch.randn(k, m).t()
+        w = torch.randn(k, n).t()
+    got = two_threads.linear_forward(a, w)
+    torch.testing.assert_close(got, a @ w.t(), rtol=1e-5, atol=1e-4)
+
+
+def test_weight_gradients_match_torch(two_threads):
+    """Both weight gradients from one da and [x | h']: two products below mm_small's threshold,
+    one merged product and copies above (deeper, or float64), each contiguous."""
+    torch.manual_seed(0)
+    for dtype, (n, g, i, p) in (
+        (torch.float32, (100, 512, 32, 128)),  # the two products
+        (torch.float32, (600, 64, 8, 16)),  # deeper than mm_small takes: merged, copied out
+        (torch.float64, (9, 8, 3, 2)),  # merged, copied out
+    ):
+        da = torch.randn(n, 2 * g, dtype=dtype)[:, g:]  # a direction's slice, rows 2G apart
+        operand = torch.randn(n, i + p, dtype=dtype)
+        dw_ih, dw_hh = two_threads.weight_gradients(da, operand, i)
+        assert dw_ih.is_contiguous() and dw_hh.is_contiguous()
+        torch.testing.assert_close(dw_ih, da.t() @ operand[:, :i], rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(dw_hh, da.t() @ operand[:, i:], rtol=1e-5, atol=1e-4)
+
+
+def test_products_of_mismatched_shapes_are_refused(kernel):
+    with pytest.raises(RuntimeError, match=r"mm_small: cannot multiply \[5, 3\] by \[7, 4\]"):
+        load_kernel().linear_forward(torch.randn(5, 3), torch.randn(4, 7))
+
+
 @pytest.mark.skipif(
-    shutil.which(os.environ.get("CXX", "c++")) is None or bool(os.environ.get(DISABLE_ENV)),
+    shutil.which((os.environ.get("CXX") or "c++").split()[-1]) is None
+    or os.environ.get(DISABLE_ENV, "") not in ("", "0"),
     reason="no C++ compiler on PATH (or the kernel is disabled): the fallback is tested instead",
 )
 def test_the_kernel_builds_where_a_compiler_is_present():

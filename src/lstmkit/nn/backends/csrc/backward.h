@@ -1,8 +1,8 @@
 // Backward through time for one direction of one layer (see recurrence.h for the layout).
 //
 // The loop writes dz, the gradient of the input projection, in time order. dW_hh (with dW_ih,
-// in one GEMM over all steps) is the layer's to compute (layer.h), from dz, or from da, the
-// gradient before the layer norm, which this function then returns. It computes
+// in GEMMs over all steps: weight_gradients) is the layer's to compute (layer.h), from dz, or
+// from da, the gradient before the layer norm, which this function then returns. It computes
 //   dW_hr = Σ_t dh_t^T m_t         (projection only), one GEMM after the loop,
 // and db = Σ_t dz_t, the gradient of the biases the step adds (with_bias), summed in the loop
 // in double (per thread, then across threads): tens of thousands of float32 rows otherwise

@@ -64,10 +64,8 @@ inline void scatter_gates(const T* local, int64_t nb, int64_t H, int64_t u0, int
 // Each thread packs its own share of the forward weights (no ATen calls: at batch 1 their
 // overhead is comparable with the whole recurrence). `w_hh` is (nb H, P) row-major; the packed
 // w (P, nb nu) has column q nu + j = W_hh[q H + u0 + j], transposed in the column blocks of
-// transposed_blocks (gemm.h) for a thread with more than 256 of them.
-// The backward product reads W_hh's own columns packed contiguously (G, nu): read in place,
-// P apart, the backward loop at (1, 100, 32, 128) took about 200 µs against 177 µs packed
-// (benchmarks/kernel_parts.py), the copy included.
+// transposed_blocks (gemm.h) for a thread with more than 256 of them. (The backward pass
+// copies the same rows untransposed: backward_columns.)
 template <typename T>
 inline void pack_forward_units(const T* w_hh, int64_t nb, int64_t H, int64_t P, int64_t u0,
                                int64_t nu, T* w) {
@@ -232,9 +230,9 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
     T* carry = dm + n.H;                                // (B, nu)
     T* dz = carry + n.B * n.H;                          // (B, nb nu)
     T* a = local_acc.data_ptr<T>() + tid * 3 * n.H;
-    // own rows of W_hh, one block (nb nu, P): in place, four runs of rows far apart, the product
-    // at hidden 128 took 1.0 µs a step against 0.7 µs from this copy (of four runs, not of
-    // 512 rows of columns as a split of dh' by columns would read)
+    // own rows of W_hh, one block (nb nu, P): read in place, one run of rows per gate, far
+    // apart, the product at hidden 128 took 1.0 µs a step against 0.7 µs from this copy (one
+    // copy per gate, where a split of dh' by columns copied one piece per row of W_hh)
     T* w = wrows.data_ptr<T>() + nb * u0 * n.P;
     for (int64_t q = 0; q < nb; ++q)
       std::memcpy(w + q * nu * n.P, whh + (q * n.H + u0) * n.P, sizeof(T) * nu * n.P);

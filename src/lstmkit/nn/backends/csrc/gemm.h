@@ -3,7 +3,8 @@
 // hand-written AVX-512 product for a single row (batch 1), where BRGEMM's blocking does not pay
 // off (16 accumulators over 256 columns, or over 16 * NV columns and 16 / NV rows of B);
 // double (the float64 gradient checks) a plain loop. Products over all steps go through
-// `mm_fast`: in float below 16M multiply-adds, `mm_small` (the step's `gemm` on every thread);
+// `mm_fast`: small float ones (below 16M multiply-adds, at most 512 deep) on `mm_small` (the
+// step's `gemm` on every thread);
 // above, oneDNN's matmul when torch exports it, else at::mm (MKL on x86, which does not use
 // AVX-512 on every CPU); small double ones through at::mm, which is quicker to set up.
 #pragma once
@@ -248,16 +249,28 @@ inline at::Tensor row_major(const at::Tensor& m) {
   return out;
 }
 
-// Below this many multiply-adds a float product runs on `mm_small`, above on oneDNN's matmul.
+// A float product of fewer multiply-adds than this, at most kSmallDepth deep, runs on
+// `mm_small`; others on oneDNN's matmul.
 constexpr int64_t kSmallProduct = int64_t(1) << 24;
+constexpr int64_t kSmallDepth = 512;
 
-// out (M, N) = a (M, K) @ b (K, N) in float, the rows of a and out shared out among the threads,
-// each thread running `gemm` over blocks of 32 of its rows. oneDNN's matmul costs about 12 µs
-// more to set up and run at the sizes of a short sequence at batch 1: at (1, 100, 32, 128) the
-// input projection took 8.4 against 20.8 µs, dx 7.6 against 19.6 and the weight gradients'
-// product 35.7 against 47.2 (2 threads; at 13M multiply-adds 53-61 against 69-71 µs, and level
-// or slower from about 60M on).
+// out (M, N) = a (M, K) @ b (K, N) in float on `gemm` (brgemm) on every thread: each takes an
+// even share of the rows, in blocks of 32 (or, with fewer than 32 rows a thread, of the columns,
+// in multiples of 16). oneDNN's matmul costs about 12 µs more to set up and run at the sizes of a
+// short sequence at batch 1: at (1, 100, 32, 128) the input projection took 8.4 against 20.8 µs,
+// dx 7.6 against 19.6 and the weight gradients' product 35.7 against 47.2 (2 threads; at 13M
+// multiply-adds 53-61 against 69-71 µs, level or slower from about 60M on, and slower at
+// depths of thousands, which oneDNN shares out and this does not: hence small_product).
 inline void mm_small(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0), "mm_small: cannot multiply ",
+              a.sizes(), " by ", b.sizes());
+  TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat &&
+                  out.scalar_type() == at::kFloat,
+              "mm_small: float32 only");
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == a.size(0) && out.size(1) == b.size(1) &&
+                  out.stride(1) == 1,
+              "mm_small: the output must be ", a.size(0), " x ", b.size(1),
+              " with contiguous rows, got ", out.sizes());
   const at::Tensor A = row_major(a), B = row_major(b);
   const int64_t M = A.size(0), K = A.size(1), N = B.size(1);
   const float* pa = A.data_ptr<float>();
@@ -265,20 +278,28 @@ inline void mm_small(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) 
   float* pc = out.data_ptr<float>();
   const int64_t lda = A.stride(0), ldb = B.stride(0), ldc = out.stride(0);
   constexpr int64_t kRows = 32;
-  const int64_t nt = std::max<int64_t>(
-      1, std::min<int64_t>({at::get_num_threads(), omp_get_num_procs(), M / kRows}));
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), omp_get_num_procs());
+  const bool by_rows = M >= kRows * threads;
+  const int64_t nt = std::max<int64_t>(1, std::min(threads, by_rows ? M / kRows : N / 16));
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    const int64_t m0 = M * tid / nth, m1 = M * (tid + 1) / nth;
-    for (int64_t i = m0; i < m1; i += kRows)
-      gemm(std::min(kRows, m1 - i), N, K, pa + i * lda, lda, pb, ldb, pc + i * ldc, ldc);
+    if (by_rows) {
+      const int64_t m0 = M * tid / nth, m1 = M * (tid + 1) / nth;
+      for (int64_t i = m0; i < m1; i += kRows)
+        gemm(std::min(kRows, m1 - i), N, K, pa + i * lda, lda, pb, ldb, pc + i * ldc, ldc);
+    } else {  // columns in multiples of 16, the last thread taking the rest
+      const int64_t n0 = (N / 16) * tid / nth * 16;
+      const int64_t n1 = tid + 1 == nth ? N : (N / 16) * (tid + 1) / nth * 16;
+      if (n1 > n0) gemm(M, n1 - n0, K, pa, lda, pb + n0, ldb, pc + n0, ldc);
+    }
   }
 }
 
 // Whether mm_fast runs a @ b on `mm_small`.
 inline bool small_product(const at::Tensor& a, const at::Tensor& b) {
-  return a.scalar_type() == at::kFloat && a.size(0) * a.size(1) * b.size(1) < kSmallProduct;
+  return a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat &&
+         a.size(1) <= kSmallDepth && a.size(0) * a.size(1) * b.size(1) < kSmallProduct;
 }
 
 // out = beta * out + a @ b for 2-D tensors whose rows or columns are contiguous.
@@ -289,8 +310,8 @@ inline void mm_fast(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, f
     return;
   }
   if (beta == 0.0f && out.stride(1) == 1 && small_product(a, b)) return mm_small(a, b, out);
-  // (double, and float with beta) oneDNN's matmul costs ~15 µs to set up: below about a
-  // million multiply-adds ATen's GEMM is the faster of the two.
+  // (the products mm_small does not take) oneDNN's matmul costs ~15 µs to set up: below about
+  // a million multiply-adds ATen's GEMM is the faster of the two.
   const bool large = a.size(0) * a.size(1) * b.size(1) >= (int64_t(1) << 20);
   if (large && &at::native::mkldnn_matmul != nullptr && a.scalar_type() == at::kFloat) {
     at::native::mkldnn_matmul(a, b, out, beta, 1.0f);

@@ -15,7 +15,7 @@
 // One C++ node in place of two Python autograd Functions and a bias sum: at batch 1 a training
 // call is mostly per-call overhead, and this is the part of it that is ours.
 //
-// The weight gradients of a direction come from one GEMM after its backward loop,
+// The weight gradients of a direction come from GEMMs after its backward loop,
 //   [dW_ih | dW_hh] = Σ_t dz_t^T [x_t | h_{t-1}],
 // over the operand [x | h'] that the forward pass saves (previous_inputs). On oneDNN's matmul one
 // product of I + P columns runs faster than two of I and P (benchmarks/kernel_parts.py: at
@@ -258,8 +258,8 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
           s.bias_in_step, saved);
       dh0.push_back(res[0]);
       dc0.push_back(res[1]);
-      // [dW_ih | dW_hh] in one GEMM, from dz (or from da, before the layer norm: res[2]), each
-      // returned contiguous (a view of the product would fail a hook's or autograd.grad
+      // [dW_ih | dW_hh] (weight_gradients), from dz (or from da, before the layer norm:
+      // res[2]), each returned contiguous (a view of the product would fail a hook's or autograd.grad
       // caller's .view(); AccumulateGrad takes a contiguous one over without a copy)
       at::Tensor dw_ih, dw_hh;
       const at::Tensor& xh = kept[1 + d];  // undefined when no weight needs a gradient

@@ -632,7 +632,8 @@ def test_disabled_kernel_falls_back_and_says_why(monkeypatch):
     "m,k,n",
     [
         (1, 32, 512),  # one row
-        (5, 7, 33),  # fewer rows than the threads' blocks: columns shared out, a ragged rest
+        (5, 7, 33),  # fewer than 32 rows a thread: at::mm
+        (70, 7, 33),  # rows shared out, a ragged rest of rows and columns
         (100, 32, 512),  # the input projection at (1, 100, 32, 128): rows shared out
         (100, 512, 32),  # dx there
         (512, 100, 160),  # the weight gradients there
@@ -641,8 +642,8 @@ def test_disabled_kernel_falls_back_and_says_why(monkeypatch):
 )
 @pytest.mark.parametrize("transposed", [False, True], ids=["rows", "views"])
 def test_products_over_all_steps_match_torch(two_threads, m, k, n, transposed):
-    """mm_fast (csrc/gemm.h): small float products on every thread (split by rows, or by columns
-    when there are few rows), the rest on oneDNN; operands given as transposed views too."""
+    """mm_fast (csrc/gemm.h): small float products on every thread, a share of the rows each, the
+    rest on oneDNN or at::mm; operands given as transposed views too."""
     torch.manual_seed(m + k + n)
     a, w = torch.randn(m, k), torch.randn(n, k)  # linear_forward(a, w) = a @ w.t()
     if transposed:
@@ -670,8 +671,8 @@ def test_weight_gradients_match_torch(two_threads):
 
 
 def test_products_of_mismatched_shapes_are_refused(kernel):
-    with pytest.raises(RuntimeError, match=r"mm_small: cannot multiply \[5, 3\] by \[7, 4\]"):
-        load_kernel().linear_forward(torch.randn(5, 3), torch.randn(4, 7))
+    with pytest.raises(RuntimeError, match=r"mm_small: cannot multiply \[100, 3\] by \[7, 4\]"):
+        load_kernel().linear_forward(torch.randn(100, 3), torch.randn(4, 7))
 
 
 @pytest.mark.skipif(

@@ -3,8 +3,8 @@
 // hand-written AVX-512 product for a single row (batch 1), where BRGEMM's blocking does not pay
 // off (16 accumulators over 256 columns, or over 16 * NV columns and 16 / NV rows of B);
 // double (the float64 gradient checks) a plain loop. Products over all steps go through
-// `mm_fast`: small float ones (below 16M multiply-adds, at most 512 deep) on `mm_small` (the
-// step's `gemm` on every thread);
+// `mm_fast`: small float ones (below 16M multiply-adds, at most 512 deep, 32 rows a thread) on
+// `mm_small` (the step's `gemm` on every thread);
 // above, oneDNN's matmul when torch exports it, else at::mm (MKL on x86, which does not use
 // AVX-512 on every CPU); small double ones through at::mm, which is quicker to set up.
 #pragma once
@@ -249,18 +249,31 @@ inline at::Tensor row_major(const at::Tensor& m) {
   return out;
 }
 
-// A float product of fewer multiply-adds than this, at most kSmallDepth deep, runs on
-// `mm_small`; others on oneDNN's matmul.
+// A float product of fewer multiply-adds than this, at most kSmallDepth deep and of at least
+// kSmallRows rows per thread, runs on `mm_small`; others on oneDNN's matmul or at::mm.
 constexpr int64_t kSmallProduct = int64_t(1) << 24;
 constexpr int64_t kSmallDepth = 512;
+constexpr int64_t kSmallRows = 32;
 
-// out (M, N) = a (M, K) @ b (K, N) in float on `gemm` (brgemm) on every thread: each takes an
-// even share of the rows, in blocks of 32 (or, with fewer than 32 rows a thread, of the columns,
-// in multiples of 16). oneDNN's matmul costs about 12 µs more to set up and run at the sizes of a
-// short sequence at batch 1: at (1, 100, 32, 128) the input projection took 8.4 against 20.8 µs,
-// dx 7.6 against 19.6 and the weight gradients' product 35.7 against 47.2 (2 threads; at 13M
-// multiply-adds 53-61 against 69-71 µs, level or slower from about 60M on, and slower at
-// depths of thousands, which oneDNN shares out and this does not: hence small_product).
+inline int64_t product_threads() {
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), omp_get_num_procs()));
+}
+
+// Whether mm_fast runs a @ b on `mm_small`.
+inline bool small_product(const at::Tensor& a, const at::Tensor& b) {
+  return a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat &&
+         a.size(1) <= kSmallDepth && a.size(0) >= kSmallRows * product_threads() &&
+         a.size(0) * a.size(1) * b.size(1) < kSmallProduct;
+}
+
+// out (M, N) = a (M, K) @ b (K, N) in float on `gemm` (brgemm) on every thread, each taking an
+// even share of the rows in blocks of 32. oneDNN's matmul costs about 12 µs more to set up and
+// run at the sizes of a short sequence at batch 1: at (1, 100, 32, 128) the input projection
+// took 8.4 against 20.8 µs, dx 7.6 against 19.6 and the weight gradients' product 35.7 against
+// 47.2 (2 threads; at 13M multiply-adds 53-61 against 69-71 µs). It is level or slower from
+// about 60M multiply-adds on, slower at depths of thousands, which oneDNN shares out and this
+// does not, and slower with fewer rows than threads x 32, shared out by columns: hence
+// small_product.
 inline void mm_small(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0), "mm_small: cannot multiply ",
               a.sizes(), " by ", b.sizes());
@@ -277,29 +290,14 @@ inline void mm_small(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) 
   const float* pb = B.data_ptr<float>();
   float* pc = out.data_ptr<float>();
   const int64_t lda = A.stride(0), ldb = B.stride(0), ldc = out.stride(0);
-  constexpr int64_t kRows = 32;
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), omp_get_num_procs());
-  const bool by_rows = M >= kRows * threads;
-  const int64_t nt = std::max<int64_t>(1, std::min(threads, by_rows ? M / kRows : N / 16));
+  const int64_t nt = std::max<int64_t>(1, std::min(product_threads(), M / kSmallRows));
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    if (by_rows) {
-      const int64_t m0 = M * tid / nth, m1 = M * (tid + 1) / nth;
-      for (int64_t i = m0; i < m1; i += kRows)
-        gemm(std::min(kRows, m1 - i), N, K, pa + i * lda, lda, pb, ldb, pc + i * ldc, ldc);
-    } else {  // columns in multiples of 16, the last thread taking the rest
-      const int64_t n0 = (N / 16) * tid / nth * 16;
-      const int64_t n1 = tid + 1 == nth ? N : (N / 16) * (tid + 1) / nth * 16;
-      if (n1 > n0) gemm(M, n1 - n0, K, pa, lda, pb + n0, ldb, pc + n0, ldc);
-    }
+    const int64_t m0 = M * tid / nth, m1 = M * (tid + 1) / nth;
+    for (int64_t i = m0; i < m1; i += kSmallRows)
+      gemm(std::min(kSmallRows, m1 - i), N, K, pa + i * lda, lda, pb, ldb, pc + i * ldc, ldc);
   }
-}
-
-// Whether mm_fast runs a @ b on `mm_small`.
-inline bool small_product(const at::Tensor& a, const at::Tensor& b) {
-  return a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat &&
-         a.size(1) <= kSmallDepth && a.size(0) * a.size(1) * b.size(1) < kSmallProduct;
 }
 
 // out = beta * out + a @ b for 2-D tensors whose rows or columns are contiguous.

@@ -190,7 +190,8 @@ class LSTM(nn.Module):
             x = x.unsqueeze(0 if cfg.batch_first else 1)
         seq = x.transpose(0, 1) if cfg.batch_first else x  # (T, B, I)
         steps, batch = seq.shape[0], seq.shape[1]
-        lengths = self._resolve_lengths(lengths, mask, batch, steps)
+        if lengths is not None or mask is not None:
+            lengths = self._resolve_lengths(lengths, mask, batch, steps)
         padding = None if lengths is None else padding_for(lengths, steps, seq.device)
         if padding is not None:  # padding never reaches a gradient, whatever it holds (NaN too)
             seq = seq.masked_fill(~padding.valid, 0.0)
@@ -218,8 +219,8 @@ class LSTM(nn.Module):
                 x=layer_input,
                 lengths=lengths,
                 padding=padding,
-                h0=h0[span],
-                c0=c0[span],
+                h0=h0 if cfg.num_layers == 1 else h0[span],  # (a slice is an op per call)
+                c0=c0 if cfg.num_layers == 1 else c0[span],
                 weights_hh=[
                     self.weight_drop(c.weight_hh) if cfg.weight_dropout else c.weight_hh
                     for c in cells
@@ -253,10 +254,10 @@ class LSTM(nn.Module):
     def _check_input(self, x: Tensor) -> bool:
         """Validate ``x``; returns True when it is unbatched (T, I)."""
         cfg = self.config
-        layout = "(batch, seq, features)" if cfg.batch_first else "(seq, batch, features)"
         if not isinstance(x, Tensor):
             raise TypeError(f"LSTM input must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() not in (2, 3):
+            layout = "(batch, seq, features)" if cfg.batch_first else "(seq, batch, features)"
             raise ValueError(
                 f"LSTM expects input of shape {layout} or (seq, features) unbatched, "
                 f"got a {x.dim()}-D tensor of shape {tuple(x.shape)}"

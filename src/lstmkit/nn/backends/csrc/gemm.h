@@ -4,9 +4,9 @@
 // off (16 accumulators over 256 columns, or over 16 * NV columns and 16 / NV rows of B);
 // double (the float64 gradient checks) a plain loop. Products over all steps go through
 // `mm_fast`: small float ones (below 16M multiply-adds, at most 512 deep, 32 rows a thread) on
-// `mm_small` (the step's `gemm` on every thread);
-// above, oneDNN's matmul when torch exports it, else at::mm (MKL on x86, which does not use
-// AVX-512 on every CPU); small double ones through at::mm, which is quicker to set up.
+// `mm_small`, the step's `gemm` on every thread; the others on oneDNN's matmul when torch
+// exports it, else at::mm (MKL on x86, which does not use AVX-512 on every CPU), and below a
+// million multiply-adds on at::mm, which is quicker to set up.
 #pragma once
 
 #include <ATen/ATen.h>

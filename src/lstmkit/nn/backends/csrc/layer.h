@@ -19,7 +19,7 @@
 //   [dW_ih | dW_hh] = Σ_t dz_t^T [x_t | h_{t-1}],
 // over the operand [x | h'] that the forward pass saves (previous_inputs). On oneDNN's matmul one
 // product of I + P columns runs faster than two of I and P (benchmarks/kernel_parts.py: at
-// (64, 100, 32, 128), 2.3-2.6 ms against 2.5-2.8 ms for the two); below mm_small's threshold
+// (64, 100, 32, 128), 2.3-2.6 ms against 2.5-2.8 ms for the two); where mm_small takes them
 // (gemm.h) the two products write each gradient in place, where the one needs both copied out.
 // Neither is saved nor run when no weight needs a gradient.
 #pragma once
@@ -155,10 +155,10 @@ inline at::Tensor column_block(const at::Tensor& m, int64_t c0, int64_t n) {
 }
 
 // {dW_ih, dW_hh}: [dW_ih | dW_hh] = da^T [x | h'] for da (N, G) and the operand [x | h']
-// (N, I + P), each gradient contiguous; dW_ih undefined when I = 0. Below mm_small's threshold (gemm.h), two
-// products straight into their own tensors over one copy of da^T with contiguous rows (at
-// (1, 100, 32, 128) copying both out of one merged product took 8 µs); above, one product on
-// oneDNN and the copies.
+// (N, I + P), each gradient contiguous; dW_ih undefined when I = 0. Where mm_small takes the
+// product (small_product, gemm.h): two products straight into their own tensors over one copy
+// of da^T with contiguous rows (at (1, 100, 32, 128) copying both out of one merged product
+// took 8 µs); elsewhere one product and the two copies.
 inline std::vector<at::Tensor> weight_gradients(const at::Tensor& da, const at::Tensor& operand,
                                                 int64_t I) {
   const at::Tensor da_t = da.t();  // (G, N)
@@ -259,8 +259,8 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
       dh0.push_back(res[0]);
       dc0.push_back(res[1]);
       // [dW_ih | dW_hh] (weight_gradients), from dz (or from da, before the layer norm:
-      // res[2]), each returned contiguous (a view of the product would fail a hook's or autograd.grad
-      // caller's .view(); AccumulateGrad takes a contiguous one over without a copy)
+      // res[2]), each returned contiguous (a view of the product would fail a hook's or
+      // autograd.grad caller's .view(); AccumulateGrad takes a contiguous one over as it is)
       at::Tensor dw_ih, dw_hh;
       const at::Tensor& xh = kept[1 + d];  // undefined when no weight needs a gradient
       if (xh.defined()) {

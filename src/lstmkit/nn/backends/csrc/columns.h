@@ -200,21 +200,31 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
   const bool has_peep = kind == kPeephole;
   const int64_t nb = gate_blocks(kind);
   const int64_t BP = n.B * n.P;
-  // partial dh' of every thread, by parity of the step: (2, nt, B, P). The first step reads
-  // parity 0, which holds dh (the gradient of h_n) as thread 0's partial.
-  at::Tensor partial = at::zeros({2, nt, n.B, n.P}, opts);
-  partial[0][0].copy_(dh);
-  // per thread: gates (nb nu), dm (nu), the carried dh' of padded rows (B, nu), dz (B, nb nu)
+  TORCH_CHECK(dh.is_contiguous() && dc.is_contiguous(), "backward_columns: dh, dc contiguous");
+  // All the scratch in one buffer, carved up here (at batch 1 an ATen call costs about as much
+  // as a small copy; there were seven):
+  //   partial  (2, nt, B, P)  every thread's partial dh', by parity of the step; the first step
+  //                           reads parity 0, which holds dh (the gradient of h_n) as thread
+  //                           0's partial, the rest zero
+  //   sums     (nt, 3H)       peephole gradients, local layout (3 nu), zero
+  //   scratch  (nt, per)      per thread: gates (nb nu), dm (nu), the carried dh' of padded
+  //                           rows (B, nu), dz (B, nb nu)
+  //   peeps    (3H)           every thread's own peepholes
+  //   rows     (G P)          every thread's own rows of W_hh
   const int64_t per_thread = n.G + n.H + n.B * n.H + n.B * n.G;
-  at::Tensor scratch = at::empty({nt, per_thread}, opts);
-  const at::Tensor packed = at::empty({3 * n.H}, opts);  // every thread's own peepholes
-  at::Tensor local_acc = at::zeros({nt, 3 * n.H}, opts);  // peepholes (3 nu), local layout
+  const int64_t zeroed = 2 * nt * BP + nt * 3 * n.H;
+  at::Tensor work = pooled_empty({zeroed + nt * per_thread + 3 * n.H + n.G * n.P}, opts);
+  T* part = work.data_ptr<T>();
+  std::fill(part, part + zeroed, T(0));
+  std::memcpy(part, dh.data_ptr<T>(), sizeof(T) * BP);
+  T* sums = part + 2 * nt * BP;
+  T* scratch = sums + nt * 3 * n.H;
+  T* peeps = scratch + nt * per_thread;
+  T* rows = peeps + 3 * n.H;
   at::Tensor local_db = at::zeros({with_bias ? nt : 0, n.G}, opts.dtype(at::kDouble));  // (nb nu)
   const T* gates = gates_t.data_ptr<T>();
   const T* cells = cells_t.data_ptr<T>();
   const T* whh = w_hh.data_ptr<T>();
-  const at::Tensor wrows = pooled_empty({n.G * n.P}, opts);  // every thread's rows of W_hh
-  T* part = partial.data_ptr<T>();
   T* dcp = dc.data_ptr<T>();
 
   SpinBarrier barrier;
@@ -225,18 +235,18 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
     int sense = 0;
     const auto [u0, u1] = unit_block(n.H, tid, nth);
     const int64_t nu = u1 - u0;
-    T* gl = scratch.data_ptr<T>() + tid * per_thread;  // gates (nb nu)
-    T* dm = gl + n.G;                                   // (nu)
-    T* carry = dm + n.H;                                // (B, nu)
-    T* dz = carry + n.B * n.H;                          // (B, nb nu)
-    T* a = local_acc.data_ptr<T>() + tid * 3 * n.H;
+    T* gl = scratch + tid * per_thread;  // gates (nb nu)
+    T* dm = gl + n.G;                     // (nu)
+    T* carry = dm + n.H;                  // (B, nu)
+    T* dz = carry + n.B * n.H;            // (B, nb nu)
+    T* a = sums + tid * 3 * n.H;
     // own rows of W_hh, one block (nb nu, P): read in place, one run of rows per gate, far
     // apart, the product at hidden 128 took 1.0 µs a step against 0.7 µs from this copy (one
     // copy per gate, where a split of dh' by columns copied one piece per row of W_hh)
-    T* w = wrows.data_ptr<T>() + nb * u0 * n.P;
+    T* w = rows + nb * u0 * n.P;
     for (int64_t q = 0; q < nb; ++q)
       std::memcpy(w + q * nu * n.P, whh + (q * n.H + u0) * n.P, sizeof(T) * nu * n.P);
-    T* own_peep = packed.data_ptr<T>() + 3 * u0;
+    T* own_peep = peeps + 3 * u0;
     pack_peepholes(has_peep ? peep->data_ptr<T>() : nullptr, n.H, u0, nu, own_peep);
     const CellParams<T> p = unit_params<T>(kind, nu, own_peep);
     double* a_bias = with_bias ? local_db.data_ptr<double>() + tid * n.G : nullptr;
@@ -305,7 +315,14 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
         for (int64_t j = 0; j < nu; ++j) dst[q * n.H + u0 + j] += a_bias[q * nu + j];
     }
   }
-  dh.copy_(partial[n.T % 2].sum(0));  // the gradient of h0: every thread's last partial
+  // the gradient of h0: the sum of every thread's last partial
+  T* dst = dh.data_ptr<T>();
+  const T* last = part + (n.T % 2) * nt * BP;
+  for (int64_t j = 0; j < BP; ++j) {
+    T sum = T(0);
+    for (int64_t r = 0; r < nt; ++r) sum += last[r * BP + j];
+    dst[j] = sum;
+  }
 }
 
 }  // namespace lstmkit

@@ -37,7 +37,7 @@ inline int64_t& column_split_min_work() {
 // waiting for a core holds up the others (at (1, 100, 32, 128), 4 threads on 2 cores took
 // about 20 times as long as 2).
 inline int64_t column_threads(const Shapes& n, int64_t kind, bool proj) {
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), omp_get_num_procs());
+  const int64_t threads = usable_threads();
   if (proj || kind == kLayerNorm || threads < 2 || n.B >= 4 * threads) return 1;
   if (n.G * n.P < column_split_min_work()) return 1;
   return std::min<int64_t>(threads, n.H);
@@ -200,7 +200,9 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
   const bool has_peep = kind == kPeephole;
   const int64_t nb = gate_blocks(kind);
   const int64_t BP = n.B * n.P;
-  TORCH_CHECK(dh.is_contiguous() && dc.is_contiguous(), "backward_columns: dh, dc contiguous");
+  TORCH_CHECK(dh.is_contiguous() && dc.is_contiguous(),
+              "backward_columns: dh and dc must be contiguous, got strides ", dh.strides(), " and ",
+              dc.strides());
   // All the scratch in one buffer, carved up here (at batch 1 an ATen call costs about as much
   // as a small copy; there were seven):
   //   partial  (2, nt, B, P)  every thread's partial dh', by parity of the step; the first step

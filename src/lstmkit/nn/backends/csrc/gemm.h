@@ -255,14 +255,15 @@ constexpr int64_t kSmallProduct = int64_t(1) << 24;
 constexpr int64_t kSmallDepth = 512;
 constexpr int64_t kSmallRows = 32;
 
-inline int64_t product_threads() {
+// Threads that can run at once: torch's thread count, but no more than the process has CPUs.
+inline int64_t usable_threads() {
   return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), omp_get_num_procs()));
 }
 
 // Whether mm_fast runs a @ b on `mm_small`.
 inline bool small_product(const at::Tensor& a, const at::Tensor& b) {
   return a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat &&
-         a.size(1) <= kSmallDepth && a.size(0) >= kSmallRows * product_threads() &&
+         a.size(1) <= kSmallDepth && a.size(0) >= kSmallRows * usable_threads() &&
          a.size(0) * a.size(1) * b.size(1) < kSmallProduct;
 }
 
@@ -279,7 +280,8 @@ inline void mm_small(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) 
               a.sizes(), " by ", b.sizes());
   TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat &&
                   out.scalar_type() == at::kFloat,
-              "mm_small: float32 only");
+              "mm_small: float32 only, got ", a.scalar_type(), " x ", b.scalar_type(), " into ",
+              out.scalar_type());
   TORCH_CHECK(out.dim() == 2 && out.size(0) == a.size(0) && out.size(1) == b.size(1) &&
                   out.stride(1) == 1,
               "mm_small: the output must be ", a.size(0), " x ", b.size(1),
@@ -290,7 +292,7 @@ inline void mm_small(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) 
   const float* pb = B.data_ptr<float>();
   float* pc = out.data_ptr<float>();
   const int64_t lda = A.stride(0), ldb = B.stride(0), ldc = out.stride(0);
-  const int64_t nt = std::max<int64_t>(1, std::min(product_threads(), M / kSmallRows));
+  const int64_t nt = std::max<int64_t>(1, std::min(usable_threads(), M / kSmallRows));
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();

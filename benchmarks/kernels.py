@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from probe import describe, probe
 from report import interleaved
 
 from lstmkit.nn import LSTM
@@ -203,6 +204,7 @@ def machine(threads: int) -> dict:
         pass
     return {
         "cpu": model,
+        "cpu_id": cpu_id(),
         "cores": os.cpu_count(),
         "threads": threads,
         "torch": torch.__version__,
@@ -211,12 +213,36 @@ def machine(threads: int) -> dict:
     }
 
 
+def cpu_id() -> str:
+    """Family, model and stepping from /proc/cpuinfo ("" where it has none): the model name of
+    a virtual machine's CPU may not tell two generations apart."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("cpu family", "model", "stepping") and key.strip() not in fields:
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return ""
+    return ", ".join(f"{k} {v}" for k, v in fields.items())
+
+
 def wait_for_quiet(limit_s: float = 60.0) -> list[float]:
     """Wait (up to ``limit_s``) for the 1-minute load to drop below 0.5; returns the loads."""
     start = time.time()
     while os.getloadavg()[0] > 0.5 and time.time() - start < limit_s:
         time.sleep(5)
     return list(os.getloadavg())
+
+
+def state_line(report: dict) -> list[str]:
+    """The header line of the machine's state (benchmarks/probe.py), where it was measured."""
+    before, after = report.get("state_before"), report.get("state_after")
+    if not before:
+        return []
+    cpu = report["machine"].get("cpu_id")
+    where = f" (CPU {cpu})" if cpu else ""
+    return [f"- machine state before / after{where}: {describe(before)} / {describe(after or {})}"]
 
 
 def markdown(report: dict) -> str:
@@ -228,6 +254,7 @@ def markdown(report: dict) -> str:
         f"- date: {report['date']}; machine: {m['cpu']}, {m['cores']} cores, "
         f"{m['threads']} torch threads; torch {m['torch']}, Python {m['python']}",
         f"- load average before / after: {report['load_before']} / {report['load_after']}",
+        *state_line(report),
         "- times are medians of interleaved runs; speed-up = torch time / ours (> 1: ours faster);"
         " GEMM share = GFLOP/s over the best GEMM rate measured here for the same size",
         "",
@@ -288,8 +315,8 @@ def markdown(report: dict) -> str:
 def summary(paths: list[str]) -> str:
     """One row per result file: the speed-up of every shape and pass (repeated runs' spread)."""
     lines = [
-        "| run | date | " + " | ".join(f"{tuple(s)} fwd | fwd+bwd" for s in SHAPES) + " |",
-        "|---|---|" + "---|---|" * len(SHAPES),
+        "| run | date | state | " + " | ".join(f"{tuple(s)} fwd | fwd+bwd" for s in SHAPES) + " |",
+        "|---|---|---|" + "---|---|" * len(SHAPES),
     ]
     for path in paths:
         report = json.loads(Path(path).read_text())
@@ -299,7 +326,12 @@ def summary(paths: list[str]) -> str:
             for s in SHAPES
             for mode in ("forward", "train")
         ]
-        lines.append(f"| {path} | {report['date']} | " + " | ".join(cells) + " |")
+        state = report.get("state_before") or {}
+        trip = state.get("core_round_trip_ns")
+        clock = state.get("clock_ghz")
+        figures = [f"{clock:.2f} GHz" if clock else "", f"{trip:.0f} ns" if trip else ""]
+        where = ", ".join(f for f in figures if f) or "—"
+        lines.append(f"| {path} | {report['date']} | {where} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -330,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine(args.threads),
         "load_before": [round(v, 2) for v in load_before],
+        "state_before": probe(),
         "shapes": [],
     }
     for shape in SHAPES:
@@ -340,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     report["batches"] = bench_batches(max(20, args.reps * 2))
     report["streaming"] = bench_streaming()
     report["load_after"] = [round(v, 2) for v in os.getloadavg()]
+    report["state_after"] = probe()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

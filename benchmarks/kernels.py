@@ -93,6 +93,7 @@ def bench_shape(shape, reps: int) -> dict:
     result["gemm_gflops"] = gemm
     peak = max(gemm.values())
     for mode, make, factor in (("forward", forward_fn, 1.0), ("train", train_fn, 3.0)):
+        state = probe()
         times = interleaved({"torch": make(theirs, x), "ours": make(ours, x)}, reps)
         entry = {}
         for name, ts in times.items():
@@ -106,6 +107,7 @@ def bench_shape(shape, reps: int) -> dict:
             }
         entry["speedup"] = entry["torch"]["median_ms"] / entry["ours"]["median_ms"]
         entry["speedup_min"] = entry["torch"]["min_ms"] / entry["ours"]["min_ms"]
+        entry["state"] = [state, probe()]  # before and after the timing
         result[mode] = entry
     return result
 
@@ -241,8 +243,16 @@ def state_line(report: dict) -> list[str]:
     if not before:
         return []
     cpu = report["machine"].get("cpu_id")
-    where = f" (CPU {cpu})" if cpu else ""
+    where = f" ({cpu})" if cpu else ""
     return [f"- machine state before / after{where}: {describe(before)} / {describe(after or {})}"]
+
+
+def round_trips(entry: dict) -> str:
+    """The round trips measured before and after one pass's timing ("—" where not measured)."""
+    trips = [state.get("core_round_trip_ns") for state in entry.get("state", [])]
+    if not trips or None in trips:
+        return "—"
+    return " / ".join(f"{t:.0f}" for t in trips)
 
 
 def markdown(report: dict) -> str:
@@ -259,8 +269,9 @@ def markdown(report: dict) -> str:
         " GEMM share = GFLOP/s over the best GEMM rate measured here for the same size",
         "",
         "| shape (B, T, I, H) | pass | torch ms | ours ms | speed-up | target | ours GFLOP/s "
-        "| torch GFLOP/s | ours / torch share of GEMM | GEMM GFLOP/s (MKL / oneDNN) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| torch GFLOP/s | ours / torch share of GEMM | GEMM GFLOP/s (MKL / oneDNN) "
+        "| CPU round trip ns, before / after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["shapes"]:
         shape = tuple(r["shape"])
@@ -277,7 +288,7 @@ def markdown(report: dict) -> str:
                 f"| {shape} | {label} | {torch_ms:.2f} | {ours_ms:.2f} "
                 f"| {e['speedup']:.2f}x | {target}x ({met}) | {e['ours']['gflops']:.0f} "
                 f"| {e['torch']['gflops']:.0f} | {shares} "
-                f"| {gemm['torch.mm']:.0f} / {gemm['onednn']:.0f} |"
+                f"| {gemm['torch.mm']:.0f} / {gemm['onednn']:.0f} | {round_trips(e)} |"
             )
     lines += [
         "",

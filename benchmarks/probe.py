@@ -26,7 +26,19 @@ from pathlib import Path
 SOURCE = Path(__file__).with_name("probe.c")
 
 
-def _library(workdir: Path) -> ctypes.CDLL | None:
+_built: dict[str, object] = {}  # "lib": the loaded library or None; "dir": where it lies
+
+
+def _library() -> ctypes.CDLL | None:
+    """probe.c compiled once per process (None where it cannot be)."""
+    if "lib" not in _built:
+        workdir = tempfile.TemporaryDirectory()  # removed when the process ends
+        _built["dir"] = workdir
+        _built["lib"] = _compile(Path(workdir.name))
+    return _built["lib"]  # type: ignore[return-value]
+
+
+def _compile(workdir: Path) -> ctypes.CDLL | None:
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None or platform.machine() not in ("x86_64", "AMD64"):
         return None
@@ -45,17 +57,16 @@ def _library(workdir: Path) -> ctypes.CDLL | None:
 def probe(repeats: int = 5) -> dict[str, float]:
     """``{"clock_ghz": ..., "core_round_trip_ns": ...}`` (medians of ``repeats``), the second
     only with two CPUs or more; ``{}`` where probe.c cannot be built."""
-    with tempfile.TemporaryDirectory() as tmp:
-        lib = _library(Path(tmp))
-        if lib is None:
-            return {}
-        result = {"clock_ghz": statistics.median(lib.clock_ghz(5_000_000) for _ in range(repeats))}
-        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        if len(cpus) >= 2:
-            trips = [lib.round_trip_ns(cpus[0], cpus[1], 20_000) for _ in range(repeats)]
-            if min(trips) > 0:
-                result["core_round_trip_ns"] = statistics.median(trips)
-        return result
+    lib = _library()
+    if lib is None:
+        return {}
+    result = {"clock_ghz": statistics.median(lib.clock_ghz(5_000_000) for _ in range(repeats))}
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) >= 2:
+        trips = [lib.round_trip_ns(cpus[0], cpus[1], 20_000) for _ in range(repeats)]
+        if min(trips) > 0:
+            result["core_round_trip_ns"] = statistics.median(trips)
+    return result
 
 
 def describe(figures: dict[str, float]) -> str:

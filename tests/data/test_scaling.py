@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -81,13 +82,56 @@ def test_minmax_maps_the_training_range_to_unit_interval() -> None:
     np.testing.assert_array_equal(scaled[0].past[:3, 0], [0.0, 0.5, 1.0])
 
 
-def test_none_is_the_identity_and_static_is_passed_through() -> None:
+def test_none_is_the_identity() -> None:
     series_set = _example()
     scaled = SeriesScaler("none").fit(series_set).transform(series_set)
     np.testing.assert_array_equal(scaled[0].target, series_set[0].target)
+    np.testing.assert_array_equal(scaled[1].static, series_set[1].static)
     standard = SeriesScaler().fit(series_set).transform(series_set)
-    np.testing.assert_array_equal(standard[1].static, [1.0])
     assert standard.ids == series_set.ids and standard.spec == series_set.spec
+
+
+@pytest.mark.parametrize(
+    "kind,expected",
+    [("standard", [-1.2247449, 0.0, 1.2247449]), ("minmax", [0.0, 0.5, 1.0]), ("none", [1, 2, 3])],
+)
+def test_static_covariates_share_statistics_across_the_series(kind, expected) -> None:
+    """A store size of 100 to 300 fed raw swamps the scaled inputs: the static values are
+    scaled by statistics of all the fitted series, and a series selected later keeps them."""
+    values = [1.0, 2.0, 3.0] if kind == "none" else [100.0, 200.0, 300.0]
+    targets = [np.arange(8.0).reshape(4, 2) for _ in values]
+    fitted = SeriesSet(
+        SPEC,
+        "D",
+        [
+            replace(series, static=np.array([value]))
+            for series, value in zip(_series_set(targets), values, strict=True)
+        ],
+    )
+    scaler = SeriesScaler(kind).fit(fitted, stop=2)
+    got = [float(series.static[0]) for series in scaler.transform(fitted)]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    alone = SeriesSet(SPEC, "D", [fitted[2]])
+    np.testing.assert_allclose(scaler.select(["s2"]).transform(alone)[0].static, expected[2:])
+
+
+def test_static_covariates_round_trip_and_old_states_pass_them_through() -> None:
+    series_set = _example()  # static 0.0 and 1.0
+    scaler = SeriesScaler().fit(series_set)
+    state = json.loads(json.dumps(scaler.state_dict()))
+    restored = SeriesScaler.from_state_dict(state)
+    np.testing.assert_allclose([x.static[0] for x in restored.transform(series_set)], [-1, 1])
+    state.pop("static")  # as saved before static covariates were scaled
+    old = SeriesScaler.from_state_dict(state)
+    np.testing.assert_array_equal([x.static[0] for x in old.transform(series_set)], [0.0, 1.0])
+
+
+def test_a_missing_static_value_is_refused() -> None:
+    series_set = _example()
+    missing = replace(series_set[1], static=np.array([np.nan]))
+    broken = SeriesSet(SPEC, "D", [series_set[0], missing])
+    with pytest.raises(ValueError, match="series 's1' has a NaN or infinite static covariate"):
+        SeriesScaler().fit(broken)
 
 
 def test_constant_channel_gets_scale_one_and_a_log_note(caplog: pytest.LogCaptureFixture) -> None:

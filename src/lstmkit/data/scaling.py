@@ -12,9 +12,12 @@ positions ``[0, stop)`` and applied to the whole series::
     kind="none"       loc = 0,    scale = 1
 
 A scale at or below ``eps`` (a constant channel) becomes 1, with a log note, so the channel is
-shifted but never blown up. Targets, past and future covariates each get their own statistics;
-static covariates are passed through unchanged (they are often codes or already comparable
-across series; scale them yourself if needed). Statistics are computed in float64.
+shifted but never blown up. Targets, past and future covariates each get their own statistics.
+Static covariates, one value per series, are scaled by the same ``kind`` with statistics shared
+by every series, fitted across the series (a store's size of 100 to 200 becomes -1.2 to 1.2,
+where fed raw it swamped the scaled inputs). A state saved before static covariates were scaled
+has no "static" entry, and its scaler passes them through unchanged, as it did. Statistics are
+computed in float64.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ class SeriesScaler:
         self.kind = _check_kind(kind)
         self.eps = _check_eps(eps)
         self._stats: dict[str, _Affine] = {}
+        self._static: _Affine | None = None  # (1, S); None: static covariates pass unchanged
         self._ids: list[str] = []
         self._stops: list[int] = []
 
@@ -110,9 +114,23 @@ class SeriesScaler:
             raise ValueError("cannot fit a SeriesScaler on a SeriesSet with no series")
         stops = _stops(series_set, stop)
         self._stats = {group: self._fit_group(series_set, group, stops) for group in _GROUPS}
+        self._static = self._fit_static(series_set)
         self._ids = series_set.ids
         self._stops = stops
         return self
+
+    def _fit_static(self, series_set: SeriesSet) -> _Affine:
+        """Statistics of the static covariates across the series, shared by all: (1, S)."""
+        values = np.stack([series.static for series in series_set]).astype(np.float64)  # (N, S)
+        if not np.isfinite(values).all():
+            row, column = np.argwhere(~np.isfinite(values))[0]
+            raise ValueError(
+                f"series {series_set[int(row)].id!r} has a NaN or infinite static covariate "
+                f"(column {int(column)}); static covariates need a value for every series"
+            )
+        loc, spread = self._loc_spread(values)
+        scale = np.where(spread <= self.eps, 1.0, spread)
+        return _Affine(loc=loc[None, :], scale=scale[None, :])
 
     def _fit_group(self, series_set: SeriesSet, group: str, stops: list[int]) -> _Affine:
         """Statistics of one array group over every series' training part."""
@@ -172,6 +190,7 @@ class SeriesScaler:
             group: _Affine(stats.loc[rows], stats.scale[rows])
             for group, stats in self._stats.items()
         }
+        chosen._static = self._static  # shared by every series
         chosen._ids = list(ids)
         chosen._stops = [self._stops[row] for row in rows]
         return chosen
@@ -200,9 +219,14 @@ class SeriesScaler:
             got = getattr(series_set[0], group).shape[1]
             if want != got:
                 raise ValueError(f"the scaler was fitted on {want} {group} channel(s), got {got}")
+        if self._static is not None and self._static.loc.shape[1] != series_set[0].static.shape[0]:
+            raise ValueError(
+                f"the scaler was fitted on {self._static.loc.shape[1]} static covariate(s), "
+                f"got {series_set[0].static.shape[0]}"
+            )
 
     def transform(self, series_set: SeriesSet) -> SeriesSet:
-        """A new SeriesSet with targets and past/future covariates scaled (float32)."""
+        """A new SeriesSet with targets, past/future and static covariates scaled (float32)."""
         self._check_matches(series_set)
         scaled = []
         for index, series in enumerate(series_set):
@@ -213,6 +237,11 @@ class SeriesScaler:
                 arrays[group] = ((values - stats.loc[index]) / stats.scale[index]).astype(
                     np.float32
                 )
+            if self._static is not None:
+                static = (series.static.astype(np.float64) - self._static.loc[0]) / (
+                    self._static.scale[0]
+                )
+                arrays["static"] = static.astype(np.float32)
             scaled.append(replace(series, **arrays))
         return replace(series_set, series=scaled, report=list(series_set.report))
 
@@ -289,6 +318,7 @@ class SeriesScaler:
             "ids": list(self._ids),
             "stops": list(self._stops),
             **{group: self._stats[group].to_dict() for group in _GROUPS},
+            **({} if self._static is None else {"static": self._static.to_dict()}),
         }
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
@@ -301,6 +331,7 @@ class SeriesScaler:
         self.eps = _check_eps(state["eps"])
         ids = [str(sid) for sid in state["ids"]]  # type: ignore[attr-defined]
         self._stats = {group: _affine_from(group, state[group], len(ids)) for group in _GROUPS}
+        self._static = _affine_from("static", state["static"], 1) if "static" in state else None
         self._ids = ids
         self._stops = [int(stop) for stop in state["stops"]]  # type: ignore[attr-defined]
 

@@ -35,7 +35,7 @@ from lstmkit.nn import LSTM, LSTMConfig
         ),
         (
             dict(input_size=3, hidden_size=4, bidirectional="yes"),
-            "bidirectional must be True or False, got 'yes'",
+            "bidirectional must be true or false, got 'yes'",
         ),
         (
             dict(input_size=3, hidden_size=4, chrono_init=1),

@@ -142,10 +142,19 @@ def train(
     epochs: Annotated[int | None, Opt(help="Training epochs at most.")] = None,
     lr: Annotated[float | None, Opt(help="Learning rate.")] = None,
     seed: Annotated[int | None, Opt(help="Random seed.")] = None,
+    batch_size: Annotated[int | None, Opt(help="Windows per training step.")] = None,
+    overwrite: Annotated[
+        bool, Opt(help="Replace the run already in --out (lstmkit's files there, nothing else).")
+    ] = False,
 ) -> None:
     """Fit a forecaster, score it against the baselines on the test part, write RUN_DIR."""
     from lstmkit.tasks.forecasting.forecaster import Forecaster
-    from lstmkit.tasks.forecasting.report import format_table, write_run_report
+    from lstmkit.tasks.forecasting.report import (
+        clear_run,
+        format_table,
+        previous_run,
+        write_run_report,
+    )
 
     try:
         cfg = build_config(
@@ -166,15 +175,24 @@ def train(
                 "train": {
                     "max_epochs": epochs,
                     "seed": seed,
+                    "batch_size": batch_size,
                     "optim": None if lr is None else {"lr": lr},
                 },
                 "top": {"quantiles": _quantiles(quantiles)},
             },
         )
+        earlier = previous_run(_run_dir(out))
+        if earlier and not overwrite:
+            raise ValueError(
+                f"--out {str(out)!r} already holds a run ({', '.join(earlier)}); give a new "
+                "directory, or pass --overwrite to replace that run"
+            )
         forecaster = Forecaster(cfg)
         series_set = forecaster.load(_read(data))
         _print_fills(series_set.report, cfg.data.fill)
-        result = forecaster.fit(series_set, run_dir=_run_dir(out))
+        if earlier:  # only now: a run that fails to load its data leaves the old one alone
+            clear_run(out)
+        result = forecaster.fit(series_set, run_dir=out)
         report = write_run_report(forecaster, series_set, out)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
@@ -187,6 +205,11 @@ def train(
         console.print(f"metrics: {report.metrics_path}")
         for plot in report.plots:
             console.print(f"plot: {plot}")
+    else:
+        console.print(
+            "no test part (--test-size 0): nothing scored, so no metrics.json or plots; "
+            "train with --test-size N (at least the horizon) to score against the baselines"
+        )
     console.print(f"run directory: {out}")
 
 
@@ -253,6 +276,11 @@ def backtest(
     horizon: Annotated[int | None, Opt(help="Steps to forecast.")] = None,
     input_len: Annotated[int | None, Opt(help="Steps of history the model reads.")] = None,
     test_size: Annotated[int | None, Opt(help="Steps each fold tests (default: horizon).")] = None,
+    val_size: Annotated[int | None, Opt(help="Steps for validation (default: horizon).")] = None,
+    past_covariates: Annotated[str | None, Opt(help="Past covariate columns.")] = None,
+    future_covariates: Annotated[str | None, Opt(help="Known-future covariate columns.")] = None,
+    static_covariates: Annotated[str | None, Opt(help="Static covariate columns.")] = None,
+    freq: Annotated[str | None, Opt(help="Pandas frequency alias; inferred if absent.")] = None,
     fill: Annotated[str | None, Opt(help="none, ffill, interpolate or zero.")] = None,
     seasonal_period: Annotated[
         int | None, Opt(help="Season in steps for the seasonal naive and MASE (default: by freq).")
@@ -262,6 +290,11 @@ def backtest(
     step: Annotated[int, Opt(help="Steps between origins (default: the test size).")] = 0,
     mode: Annotated[str, Opt(help="expanding or sliding training window.")] = "expanding",
     epochs: Annotated[int | None, Opt(help="Training epochs at most, per fold.")] = None,
+    model: Annotated[str | None, Opt(help="direct, autoregressive or segment.")] = None,
+    hidden_size: Annotated[int | None, Opt(help="LSTM units.")] = None,
+    lr: Annotated[float | None, Opt(help="Learning rate.")] = None,
+    seed: Annotated[int | None, Opt(help="Random seed.")] = None,
+    batch_size: Annotated[int | None, Opt(help="Windows per training step.")] = None,
 ) -> None:
     """Refit at several origins and report each fold and the mean, beside the baselines."""
     from lstmkit.tasks.forecasting.evaluation import backtest as run_backtest
@@ -274,10 +307,22 @@ def backtest(
                 "data": {
                     **_series_flags(time_col, target, id_col, horizon, input_len),
                     "test_size": test_size,
+                    "val_size": val_size,
+                    "past_covariates": _split(past_covariates),
+                    "future_covariates": _split(future_covariates),
+                    "static_covariates": _split(static_covariates),
+                    "freq": freq,
                     "fill": fill,
                     "seasonal_period": seasonal_period,
                 },
-                "train": {"max_epochs": epochs, "progress": False},
+                "model": {"kind": model, "hidden_size": hidden_size},
+                "train": {
+                    "max_epochs": epochs,
+                    "seed": seed,
+                    "batch_size": batch_size,
+                    "optim": None if lr is None else {"lr": lr},
+                    "progress": False,
+                },
                 "top": {"quantiles": _quantiles(quantiles)},
             },
         )

@@ -104,7 +104,7 @@ def _check_frame(frame: object, spec: SeriesSpec) -> None:
         raise ValueError(f"frame is empty (0 rows); expected rows with columns {spec.columns}")
 
 
-def _parse_time(column: pd.Series, name: str) -> np.ndarray:
+def parse_time(column: pd.Series, name: str) -> np.ndarray:
     """Timestamps of every row as datetime64 values, or ``ValueError`` naming the first bad row."""
     if pd.api.types.is_numeric_dtype(column):
         raise ValueError(
@@ -112,7 +112,9 @@ def _parse_time(column: pd.Series, name: str) -> np.ndarray:
             "timestamps (strings like '2020-01-01 00:00' or datetime64 values)"
         )
     try:
-        parsed = pd.to_datetime(column, errors="coerce")
+        with warnings.catch_warnings():  # (unparseable values are reported below, by row)
+            warnings.filterwarnings("ignore", message="Could not infer format")
+            parsed = pd.to_datetime(column, errors="coerce")
     except ValueError as err:
         if "Mixed timezones" not in str(err):
             raise ValueError(f"time column {name!r} could not be parsed: {err}") from err
@@ -476,7 +478,7 @@ def load_series(frame: pd.DataFrame, spec: SeriesSpec) -> SeriesSet:
     report and the log.
     """
     _check_frame(frame, spec)
-    times = _parse_time(frame[spec.time_col], spec.time_col)  # (N,)
+    times = parse_time(frame[spec.time_col], spec.time_col)  # (N,)
     values = _value_matrix(frame, spec)  # (N, C) float64
     raw = [
         _sorted_series(sid, times[rows], values[rows]) for sid, rows in _series_rows(frame, spec)

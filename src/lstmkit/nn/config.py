@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lstmkit.nn.validation import (
+    check_bool,
     check_choice,
     check_nonnegative_int,
     check_positive_int,
@@ -55,8 +56,7 @@ class LSTMConfig:
                 f"got {self.proj_size}"
             )
         for name in ("bidirectional", "batch_first", "bias"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
         check_choice("cell", self.cell, CELL_NAMES)
         check_choice("backend", self.backend, BACKEND_NAMES)
         for name in self.rate_fields():

@@ -26,6 +26,14 @@ def check_probability(name: str, value: object) -> float:
     return float(value)
 
 
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is True or False. A quoted "false" in a config file is a string,
+    and a true one by Python's rules: it is refused, never read by its truthiness."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...] | list[str]) -> str:
     """Return ``value`` if it is one of ``choices``; the error lists them."""
     if value not in choices:

@@ -13,6 +13,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+from lstmkit.nn.validation import check_bool
+
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step", "plateau", "onecycle")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -124,6 +126,8 @@ class EarlyStoppingConfig:
     restore_best: bool = True  # load the best weights back at the end
 
     def __post_init__(self) -> None:
+        check_bool("early_stopping.enabled", self.enabled)
+        check_bool("early_stopping.restore_best", self.restore_best)
         _choice("early_stopping", "mode", self.mode, ("min", "max"))
         _integer("early_stopping", "patience", self.patience, minimum=0)
         _number("early_stopping", "min_delta", self.min_delta, nonneg=True)
@@ -186,8 +190,7 @@ class TrainConfig:
         _choice("", "precision", self.precision, PRECISIONS)
         _choice("", "device", self.device, DEVICES)
         for name in ("shuffle", "progress", "tensorboard"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
         for name, kind in (
             ("optim", OptimConfig),
             ("schedule", ScheduleConfig),

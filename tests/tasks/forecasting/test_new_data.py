@@ -61,6 +61,14 @@ def test_predict_without_or_with_bad_future_covariates(fitted):
         forecaster.predict(head, future=future[future["store"] != "s2"])
     with pytest.raises(ValueError, match="future covariates must be numbers"):
         forecaster.predict(head, future=future.assign(promo="yes"))
+    bad_date = future.astype({"date": str}).reset_index(drop=True)
+    bad_date.loc[3, "date"] = "2020-13-28"
+    with pytest.raises(
+        ValueError,
+        match="future covariates table: time column 'date' has unparseable value '2020-13-28' "
+        "at row 3",
+    ):
+        forecaster.predict(head, future=bad_date)
 
 
 def test_any_subset_of_the_series_in_any_order(fitted):
@@ -160,9 +168,14 @@ def test_a_season_longer_than_the_history_is_refused_before_training():
         train=TrainConfig(max_epochs=1),
     )
     forecaster = Forecaster(config)
-    with pytest.raises(ValueError, match=r"seasonal period is 96 steps .* only 80 steps before"):
+    with pytest.raises(
+        ValueError, match=r"period is 96 steps \(from the frequency .* only 80 steps before"
+    ):
         forecaster.fit(frame)
     assert forecaster.model is None  # refused before any training
+    too_long = dataclasses.replace(config.data, seasonal_period=90)
+    with pytest.raises(ValueError, match=r"is 90 steps \(as set by data.seasonal_period\)"):
+        Forecaster(dataclasses.replace(config, data=too_long)).fit(frame)
     fixed = dataclasses.replace(config, data=dataclasses.replace(config.data, seasonal_period=4))
     forecaster = Forecaster(fixed)
     forecaster.fit(frame)

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lstmkit.nn.validation import check_choice, check_nonnegative_int, check_positive_int
+from lstmkit.nn.validation import (
+    check_bool,
+    check_choice,
+    check_nonnegative_int,
+    check_positive_int,
+)
 from lstmkit.tasks.forecasting.models import ModelConfig
 from lstmkit.training import TrainConfig
 
@@ -87,6 +92,7 @@ class DataConfig:
         check_nonnegative_int("data.test_size", self.test_size)
         check_nonnegative_int("data.seasonal_period", self.seasonal_period)
         check_choice("data.scaler", self.scaler, SCALERS)
+        check_bool("data.channel_independent", self.channel_independent)
 
     def check_parts(self) -> None:
         """Raise unless the validation and test parts each hold one whole forecast. (Checked
@@ -169,9 +175,17 @@ class ForecastConfig:
             data=data,
             model=model,
             train=train,
-            quantiles=tuple(values.get("quantiles", ())),
+            quantiles=_quantile_list(values.get("quantiles", ())),
             loss=values.get("loss", "mse"),
         )
+
+
+def _quantile_list(values: Any) -> tuple[Any, ...]:
+    """The config's ``quantiles`` as a tuple; a single number or a string is refused (a string
+    would be read character by character)."""
+    if not isinstance(values, list | tuple):
+        raise ValueError(f"quantiles must be a list of numbers such as [0.1, 0.9], got {values!r}")
+    return tuple(values)
 
 
 def _build(kind: type, section: str, values: Any) -> Any:
@@ -193,25 +207,42 @@ def _build(kind: type, section: str, values: Any) -> Any:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML (.toml) or YAML (.yaml/.yml) or JSON (.json) config file into dicts."""
+    """Parse a TOML (.toml) or YAML (.yaml/.yml) or JSON (.json) config file into dicts; a
+    file that does not parse, or whose top level is not a table of sections, is a
+    ``ValueError`` that names it."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file not found: {path}")
     text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ValueError(f"config file must be .toml, .yaml, .yml or .json, got {path.name!r}")
+    try:
+        loaded = _parse(text, suffix)
+    except ValueError as err:  # TOML's and JSON's decode errors are ValueErrors
+        raise ValueError(f"config file {path} does not parse: {err}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(
+            f"config file {path} must hold a table of sections ([data], [model], [train]), "
+            f"got {type(loaded).__name__}"
+        )
+    return loaded
+
+
+def _parse(text: str, suffix: str) -> Any:
     if suffix == ".toml":
         if sys.version_info >= (3, 11):
             import tomllib
         else:  # pragma: no cover - Python 3.10
             import tomli as tomllib
         return tomllib.loads(text)
-    if suffix in (".yaml", ".yml"):
-        import yaml
-
-        loaded = yaml.safe_load(text)
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path} must hold a mapping of sections, got {type(loaded).__name__}")
-        return loaded
     if suffix == ".json":
         return json.loads(text)
-    raise ValueError(f"config file must be .toml, .yaml, .yml or .json, got {path.name!r}")
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(
+            " ".join(str(err).split()).replace(' in "<unicode string>",', " at")
+        ) from None

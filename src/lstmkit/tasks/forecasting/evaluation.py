@@ -43,8 +43,9 @@ def evaluate(
     data = forecaster.config.data
     if not data.test_size:
         raise ValueError(
-            "evaluate() scores the held-out test part, but data.test_size is 0; "
-            "set it to at least the horizon"
+            "evaluation scores the held-out test part, but this forecaster was trained with "
+            "data.test_size 0 (no test part); train it again with a test size of at least the "
+            "horizon (--test-size N, or data.test_size in the config)"
         )
     series_set = frame if isinstance(frame, SeriesSet) else forecaster.load(frame)
     data.check_parts()

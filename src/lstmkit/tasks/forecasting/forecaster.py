@@ -337,8 +337,13 @@ def check_seasonal_history(series_set: SeriesSet, data: DataConfig, history: int
     cover more than one season: the seasonal naive baseline and MASE need it."""
     period = data.period(series_set.freq)
     if history <= period:
+        source = (
+            "as set by data.seasonal_period"
+            if data.seasonal_period
+            else f"from the frequency {series_set.freq!r}"
+        )
         raise ValueError(
-            f"the seasonal period is {period} steps (from the frequency {series_set.freq!r}) but "
+            f"the seasonal period is {period} steps ({source}) but "
             f"the shortest series has only {history} steps before its test part; the seasonal "
             "naive baseline and MASE need more than one season of history: set "
             "data.seasonal_period (--seasonal-period) to a shorter season, or give more history"

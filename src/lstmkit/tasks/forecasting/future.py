@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lstmkit.data.series_loading import parse_time
 from lstmkit.data.timeseries import SeriesSet
 from lstmkit.tasks.forecasting.config import DataConfig
 
@@ -27,7 +28,11 @@ def future_tables(future: pd.DataFrame | None, data: DataConfig) -> dict[str, pd
             f"future is missing column(s) {missing}; it needs {needed}, got {list(future.columns)}"
         )
     table = future[needed].copy()
-    table[data.time_col] = pd.to_datetime(table[data.time_col])
+    try:  # the same parsing, and messages, as the data's own time column
+        times = parse_time(table[data.time_col].reset_index(drop=True), data.time_col)
+    except ValueError as err:
+        raise ValueError(f"future covariates table: {err}") from None
+    table[data.time_col] = times
     covariates = list(data.future_covariates)
     values = table[covariates]
     bad = values.apply(pd.to_numeric, errors="coerce").isna() & values.notna()

@@ -21,6 +21,7 @@ are mapped back exactly.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,12 @@ class ModelConfig:
             raise ValueError(
                 f"model.lstm must not set {sorted(reserved)}: the forecasting models fix them "
                 "(use model.hidden_size and model.num_layers)"
+            )
+        options = {f.name for f in dataclasses.fields(LSTMConfig)} - fixed
+        unknown = sorted(set(self.lstm) - options)
+        if unknown:
+            raise ValueError(
+                f"unknown LSTM option(s) in model.lstm: {unknown}; known: {sorted(options)}"
             )
         LSTMConfig(1, self.hidden_size, self.num_layers, **self.lstm)  # validates the options
 

@@ -12,6 +12,7 @@ RUN_DIR/
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,39 @@ from lstmkit.tasks.forecasting.evaluation import evaluate
 from lstmkit.tasks.forecasting.forecaster import Forecaster, item_windows
 from lstmkit.tasks.forecasting.plots import plot_error_by_horizon, plot_forecast
 from lstmkit.training.checkpoint import atomic_write_text
+
+# What a run writes into its directory (the Trainer's files, then this module's).
+RUN_FILES = (
+    "config.json",
+    "environment.json",
+    "metrics.csv",
+    "forecaster.safetensors",
+    "data_report.json",
+    "metrics.json",
+    "forecast.png",
+    "error_by_horizon.png",
+)
+RUN_FOLDERS = ("checkpoints", "tensorboard")
+SCORED = ("metrics.json", "forecast.png", "error_by_horizon.png")  # only with a test part
+
+
+def previous_run(run_dir: str | Path) -> list[str]:
+    """The names of an earlier run's files and folders in ``run_dir`` (none if it is new)."""
+    run_dir = Path(run_dir)
+    return [name for name in (*RUN_FILES, *RUN_FOLDERS) if (run_dir / name).exists()]
+
+
+def clear_run(run_dir: str | Path) -> list[str]:
+    """Remove an earlier run's files and folders from ``run_dir``, and nothing else there;
+    returns their names."""
+    found = previous_run(run_dir)
+    for name in found:
+        path = Path(run_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return found
 
 
 @dataclass(frozen=True)
@@ -49,7 +83,11 @@ def write_run_report(
         fills = run_dir / "data_report.json"
         notes = {"fill": forecaster.config.data.fill, "fills": series_set.report}
         atomic_write_text(fills, json.dumps(notes, indent=2))
+    else:  # an earlier run's fills are not this run's
+        (run_dir / "data_report.json").unlink(missing_ok=True)
     if not forecaster.config.data.test_size:
+        for name in SCORED:  # nor are an earlier run's scores and plots
+            (run_dir / name).unlink(missing_ok=True)
         return RunReport(None, saved, None, [], fills)
     report = evaluate(forecaster, series_set)  # its fill_notes count the fills made
     metrics_path = run_dir / "metrics.json"

@@ -6,6 +6,7 @@ Settings come from a config file (``--config run.toml``, TOML, YAML or JSON with
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,21 +42,63 @@ def build_config(config_file: Path | None, flags: dict[str, dict[str, Any]]):
     return ForecastConfig.from_dict(values)
 
 
-def _series_flags(
+def _flag_sections(
+    *,
     time_col: str | None,
     target: str | None,
     id_col: str | None,
     horizon: int | None,
     input_len: int | None,
-) -> dict[str, Any]:
-    """The [data] flags that ``train`` and ``backtest`` share."""
+    test_size: int | None,
+    val_size: int | None,
+    past_covariates: str | None,
+    future_covariates: str | None,
+    static_covariates: str | None,
+    freq: str | None,
+    fill: str | None,
+    seasonal_period: int | None,
+    model: str | None,
+    hidden_size: int | None,
+    epochs: int | None,
+    seed: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    quantiles: str | None,
+) -> dict[str, dict[str, Any]]:
+    """The config sections that the flags ``train`` and ``backtest`` share set (None: not
+    given, so the config file's value or the default stands)."""
     return {
-        "time_col": time_col,
-        "targets": _split(target),
-        "id_col": id_col,
-        "horizon": horizon,
-        "input_len": input_len,
+        "data": {
+            "time_col": time_col,
+            "targets": _split(target),
+            "id_col": id_col,
+            "horizon": horizon,
+            "input_len": input_len,
+            "test_size": test_size,
+            "val_size": val_size,
+            "past_covariates": _split(past_covariates),
+            "future_covariates": _split(future_covariates),
+            "static_covariates": _split(static_covariates),
+            "freq": freq,
+            "fill": fill,
+            "seasonal_period": seasonal_period,
+        },
+        "model": {"kind": model, "hidden_size": hidden_size},
+        "train": {
+            "max_epochs": epochs,
+            "seed": seed,
+            "batch_size": batch_size,
+            "optim": None if lr is None else {"lr": lr},
+        },
+        "top": {"quantiles": _quantiles(quantiles)},
     }
+
+
+def _sections_from(arguments: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``_flag_sections`` of a command's arguments (its ``locals()``, which hold every one of
+    those flags: ``train`` and ``backtest`` both take them all)."""
+    names = inspect.signature(_flag_sections).parameters
+    return _flag_sections(**{name: arguments[name] for name in names})
 
 
 def _quantiles(value: str | None) -> list[float] | None:
@@ -157,30 +200,7 @@ def train(
     )
 
     try:
-        cfg = build_config(
-            config,
-            {
-                "data": {
-                    **_series_flags(time_col, target, id_col, horizon, input_len),
-                    "test_size": test_size,
-                    "val_size": val_size,
-                    "past_covariates": _split(past_covariates),
-                    "future_covariates": _split(future_covariates),
-                    "static_covariates": _split(static_covariates),
-                    "freq": freq,
-                    "fill": fill,
-                    "seasonal_period": seasonal_period,
-                },
-                "model": {"kind": model, "hidden_size": hidden_size},
-                "train": {
-                    "max_epochs": epochs,
-                    "seed": seed,
-                    "batch_size": batch_size,
-                    "optim": None if lr is None else {"lr": lr},
-                },
-                "top": {"quantiles": _quantiles(quantiles)},
-            },
-        )
+        cfg = build_config(config, _sections_from(locals()))
         earlier = previous_run(_run_dir(out))
         if earlier and not overwrite:
             raise ValueError(
@@ -301,31 +321,9 @@ def backtest(
     from lstmkit.tasks.forecasting.report import format_table
 
     try:
-        cfg = build_config(
-            config,
-            {
-                "data": {
-                    **_series_flags(time_col, target, id_col, horizon, input_len),
-                    "test_size": test_size,
-                    "val_size": val_size,
-                    "past_covariates": _split(past_covariates),
-                    "future_covariates": _split(future_covariates),
-                    "static_covariates": _split(static_covariates),
-                    "freq": freq,
-                    "fill": fill,
-                    "seasonal_period": seasonal_period,
-                },
-                "model": {"kind": model, "hidden_size": hidden_size},
-                "train": {
-                    "max_epochs": epochs,
-                    "seed": seed,
-                    "batch_size": batch_size,
-                    "optim": None if lr is None else {"lr": lr},
-                    "progress": False,
-                },
-                "top": {"quantiles": _quantiles(quantiles)},
-            },
-        )
+        flags = _sections_from(locals())
+        flags["train"]["progress"] = False
+        cfg = build_config(config, flags)
         target = _output_file(out)
         result = run_backtest(cfg, _read(data), folds=folds, mode=mode, step=step)
         target.write_text(json.dumps(result, indent=2))

@@ -248,6 +248,22 @@ def test_small_activations_keep_their_relative_precision_in_float32(kernel, cell
         assert worst < 1e-5, f"{cell}, batch {batch}: {name} off by {worst:.1e} relative"
 
 
+@pytest.mark.parametrize("batch", [1, 8], ids=["unit-split", "row-split"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_a_nan_reaches_the_outputs_as_in_the_reference(kernel, dtype, batch):
+    """A NaN input (or a diverged model) must show, not be clamped away: the float exp once
+    clamped NaN to -87.3, so sigmoid(NaN) was 1 and tanh(NaN) -1, all finite."""
+    torch.manual_seed(0)
+    lstm = LSTM(4, 32, backend="kernel").to(dtype)
+    x = torch.randn(batch, 6, 4, dtype=dtype)
+    x[0, 2, 1] = float("nan")
+    got, (h, c) = lstm(x)
+    want, (h_ref, c_ref) = _with_backend(lstm, "reference")(x)
+    assert want[0, 2:].isnan().all() and not want[0, :2].isnan().any()
+    for name, a, b in (("output", got, want), ("h_n", h, h_ref), ("c_n", c, c_ref)):
+        assert torch.equal(a.isnan(), b.isnan()), f"{name}: NaN where the reference has none"
+
+
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
 def test_one_row_on_one_thread_through_column_blocks(kernel, one_thread, cell):
     """Batch 1 on one thread: the row split's single-row product reads W_hh^T packed in blocks

@@ -24,7 +24,7 @@ inline int64_t gate_blocks(int64_t kind) { return kind == kCIFG ? 3 : 4; }
 // exp for float: Cephes' range reduction and polynomial (about 1 ulp), branch-free so that
 // loops over it vectorise; double uses the library's exp.
 __attribute__((always_inline)) inline float exp_approx(float x) {
-  x = std::max(-87.3f, std::min(x, 88.3f));
+  x = std::min(std::max(x, -87.3f), 88.3f);  // in this order a NaN passes (torch's does too)
   // n = round(x / ln 2), truncating x/ln2 ± 1/2 (branches and std::floor block vectorising)
   const int32_t ni = static_cast<int32_t>(x * 1.44269504088896341f + std::copysign(0.5f, x));
   const float n = static_cast<float>(ni);

@@ -210,11 +210,12 @@ def train(
         forecaster = Forecaster(cfg)
         series_set = forecaster.load(_read(data))
         _print_fills(series_set.report, cfg.data.fill)
-        if earlier:  # only now: a run that fails to load its data leaves the old one alone
+        if earlier:  # only now: data or settings that fail leave the old run alone
+            forecaster.split(series_set)  # (fit checks the parts, lengths and season here)
             clear_run(out)
         result = forecaster.fit(series_set, run_dir=out)
         report = write_run_report(forecaster, series_set, out)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: FileNotFoundError, permissions, disks
         _fail(err)
     console.print(f"trained {result.steps} steps in {result.seconds:.1f} s ({result.reason})")
     if report.data_report_path is not None:

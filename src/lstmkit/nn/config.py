@@ -56,7 +56,7 @@ class LSTMConfig:
                 f"got {self.proj_size}"
             )
         for name in ("bidirectional", "batch_first", "bias"):
-            check_bool(name, getattr(self, name))
+            object.__setattr__(self, name, check_bool(name, getattr(self, name)))
         check_choice("cell", self.cell, CELL_NAMES)
         check_choice("backend", self.backend, BACKEND_NAMES)
         for name in self.rate_fields():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 
 def check_positive_int(name: str, value: object) -> int:
     """Return ``value`` as an int if it is a whole number >= 1, else raise ``ValueError``."""
@@ -27,11 +29,12 @@ def check_probability(name: str, value: object) -> float:
 
 
 def check_bool(name: str, value: object) -> bool:
-    """Return ``value`` if it is True or False. A quoted "false" in a config file is a string,
-    and a true one by Python's rules: it is refused, never read by its truthiness."""
-    if not isinstance(value, bool):
+    """``value`` as a Python bool if it is True or False (numpy's too, as pandas hands them
+    out). A quoted "false" in a config file is a string, and a true one by Python's rules: it
+    is refused, never read by its truthiness."""
+    if not isinstance(value, bool | np.bool_):
         raise ValueError(f"{name} must be true or false, got {value!r}")
-    return value
+    return bool(value)
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...] | list[str]) -> str:

@@ -126,8 +126,9 @@ class EarlyStoppingConfig:
     restore_best: bool = True  # load the best weights back at the end
 
     def __post_init__(self) -> None:
-        check_bool("early_stopping.enabled", self.enabled)
-        check_bool("early_stopping.restore_best", self.restore_best)
+        for name in ("enabled", "restore_best"):
+            value = check_bool(f"early_stopping.{name}", getattr(self, name))
+            object.__setattr__(self, name, value)
         _choice("early_stopping", "mode", self.mode, ("min", "max"))
         _integer("early_stopping", "patience", self.patience, minimum=0)
         _number("early_stopping", "min_delta", self.min_delta, nonneg=True)
@@ -190,7 +191,7 @@ class TrainConfig:
         _choice("", "precision", self.precision, PRECISIONS)
         _choice("", "device", self.device, DEVICES)
         for name in ("shuffle", "progress", "tensorboard"):
-            check_bool(name, getattr(self, name))
+            object.__setattr__(self, name, check_bool(name, getattr(self, name)))
         for name, kind in (
             ("optim", OptimConfig),
             ("schedule", ScheduleConfig),

@@ -186,7 +186,11 @@ def test_not_fitted_and_bad_files(tmp_path):
     from lstmkit.training.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "other.safetensors", {"format": "something/1", "w": torch.ones(1)})
-    with pytest.raises(ValueError, match="is not a saved Forecaster .format 'something/1'"):
+    with pytest.raises(
+        ValueError,
+        match=r"is not a saved Forecaster this lstmkit reads \(format 'something/1', expected "
+        r"one of \['lstmkit.forecaster/1', 'lstmkit.forecaster/2'\]\)",
+    ):
         Forecaster.load_from(tmp_path / "other.safetensors")
 
 

@@ -3,14 +3,16 @@ a second `forecast train` into a run directory, quoted booleans, broken or missh
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from lstmkit.cli import app
 from lstmkit.tasks.forecasting import DataConfig, ForecastConfig, Forecaster, ModelConfig
 from lstmkit.tasks.forecasting.config import read_config_file
-from lstmkit.tasks.forecasting.report import write_run_report
+from lstmkit.tasks.forecasting.report import clear_run, write_run_report
 from lstmkit.training import EarlyStoppingConfig, TrainConfig
+from lstmkit.training.checkpoint import load_checkpoint, save_checkpoint
 
 from .conftest import make_long_frame
 
@@ -40,6 +42,10 @@ def test_a_run_directory_is_not_trained_into_twice_unless_overwritten(tmp_path):
     assert "pass --overwrite to replace that run" in result.output
     assert (run / "metrics.json").read_text() == scores  # refused before touching anything
 
+    result = _train(data, run, "--overwrite", "--test-size", "3")  # a setting that fails
+    assert result.exit_code == 2 and "shorter than the horizon" in result.output
+    assert (run / "metrics.json").read_text() == scores  # the old run is still whole
+
     result = _train(data, run, "--overwrite")  # now without a test part
     assert result.exit_code == 0, result.output
     assert "no test part (--test-size 0): nothing scored" in result.output
@@ -48,6 +54,45 @@ def test_a_run_directory_is_not_trained_into_twice_unless_overwritten(tmp_path):
     assert (run / "forecaster.safetensors").exists() and (run / "notes.txt").read_text() == "mine"
     config = json.loads((run / "config.json").read_text())["forecast"]
     assert config["data"]["test_size"] == 0
+
+
+def test_overwrite_removes_a_linked_folder_s_link_not_its_files(tmp_path):
+    """Checkpoints kept on another disk through a symbolic link stay where they are."""
+    elsewhere = tmp_path / "big_disk"
+    elsewhere.mkdir()
+    (elsewhere / "kept.safetensors").write_text("weights")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").symlink_to(elsewhere, target_is_directory=True)
+    (run / "config.json").write_text("{}")
+    assert clear_run(run) == ["config.json", "checkpoints"]
+    assert list(run.iterdir()) == [] and (elsewhere / "kept.safetensors").read_text() == "weights"
+
+
+def test_a_forecaster_saved_before_static_scaling_still_loads_and_predicts_as_trained(tmp_path):
+    """Format /1 (no "static" statistics): its static covariates pass through unscaled, as the
+    model was trained on them; files are /2 now, which an older lstmkit refuses by name."""
+    frame = make_long_frame()
+    config = ForecastConfig(
+        data=DataConfig(time_col="date", targets="sales", id_col="store", input_len=14,
+                        horizon=7, static_covariates="size"),
+        model=ModelConfig(hidden_size=8),
+        train=TrainConfig(max_epochs=1),
+    )  # fmt: skip
+    forecaster = Forecaster(config)
+    forecaster.fit(frame)
+    path = forecaster.save(tmp_path / "new.safetensors")
+    state = load_checkpoint(path)
+    assert state["format"] == "lstmkit.forecaster/2" and "static" in state["scaler"]
+    del state["scaler"]["static"]
+    state["format"] = "lstmkit.forecaster/1"
+    save_checkpoint(tmp_path / "old.safetensors", state)
+    old = Forecaster.load_from(tmp_path / "old.safetensors")
+    raw = old.scaler.transform(old.load(frame))
+    assert [float(s.static[0]) for s in raw] == [1.0, 2.0, 3.0]  # unscaled, as saved
+    scaled = forecaster.scaler.transform(forecaster.load(frame))
+    np.testing.assert_allclose([s.static[0] for s in scaled], [-1.2247449, 0, 1.2247449], rtol=1e-6)
+    assert len(old.predict(frame)) == 3 * 7
 
 
 def test_the_run_report_removes_files_that_are_not_this_runs(tmp_path):
@@ -91,10 +136,21 @@ def test_quoted_booleans_are_refused(build, message):
         build()
 
 
+def test_numpy_booleans_are_taken_as_booleans():
+    """As pandas hands them out (a sweep table's row, say); stored as Python bools."""
+    data = DataConfig(time_col="t", targets="y", channel_independent=np.True_)
+    stopping = EarlyStoppingConfig(enabled=np.False_)
+    assert data.channel_independent is True and stopping.enabled is False
+
+
 @pytest.mark.parametrize(
     "name,text,message",
     [
-        ("broken.yaml", "data:\n  targets: [sales\n  horizon: 7\n", "does not parse: while"),
+        (
+            "broken.yaml",
+            "data:\n  targets: [sales\n  horizon: 7\n",
+            "does not parse: expected ',' or ']', but got ':' at line 3, column 10",
+        ),
         ("broken.toml", "[data\ntime_col = 'd'\n", "does not parse"),
         ("broken.json", '{"data": ', "does not parse"),
         ("list.json", '["data"]', "must hold a table of sections .* got list"),
@@ -137,21 +193,36 @@ def test_the_cli_reports_a_broken_config_file_without_a_traceback(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_backtest_takes_the_data_and_model_flags_of_train(tmp_path):
-    """Gappy data needs --freq with --fill; the model flags shape every fold's model."""
-    frame = make_long_frame().drop(index=[10, 11])  # two missing days in the first store
+def test_backtest_takes_the_data_and_model_flags_of_train(tmp_path, monkeypatch):
+    """Every series has a gap: --fill alone cannot tell the frequency, --freq can; the model
+    flags reach the config that every fold trains with."""
+    from lstmkit.tasks.forecasting import evaluation
+
+    frame = make_long_frame()
+    frame = frame.drop(index=frame.groupby("store").nth(10).index)  # one missing day each
     data = tmp_path / "gaps.csv"
     frame.to_csv(data, index=False)
     out = tmp_path / "bt.json"
     args = [
         "forecast", "backtest", "--data", str(data), "--time-col", "date", "--target", "sales",
         "--id-col", "store", "--horizon", "7", "--input-len", "14", "--epochs", "1",
-        "--folds", "2", "--fill", "ffill", "--freq", "D", "--hidden-size", "8",
-        "--batch-size", "16", "--model", "autoregressive", "--seed", "3", "--out", str(out),
+        "--folds", "2", "--fill", "ffill", "--out", str(out),
     ]  # fmt: skip
     result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "cannot infer the frequency" in result.output
+    seen = []
+    real = evaluation.backtest
+    monkeypatch.setattr(
+        evaluation, "backtest", lambda cfg, *a, **k: seen.append(cfg) or real(cfg, *a, **k)
+    )
+    model = ["--freq", "D", "--hidden-size", "8", "--batch-size", "16", "--model",
+             "autoregressive", "--seed", "3", "--lr", "0.01"]  # fmt: skip
+    result = runner.invoke(app, [*args, *model])
     assert result.exit_code == 0, result.output
     assert "2 folds 7 steps apart" in result.output and json.loads(out.read_text())["mean"]
+    (cfg,) = seen
+    assert (cfg.data.freq, cfg.model.kind, cfg.model.hidden_size) == ("D", "autoregressive", 8)
+    assert (cfg.train.batch_size, cfg.train.seed, cfg.train.optim.lr) == (16, 3, 0.01)
 
 
 def test_evaluate_without_a_test_part_says_to_train_with_one(tmp_path):

@@ -92,7 +92,8 @@ class DataConfig:
         check_nonnegative_int("data.test_size", self.test_size)
         check_nonnegative_int("data.seasonal_period", self.seasonal_period)
         check_choice("data.scaler", self.scaler, SCALERS)
-        check_bool("data.channel_independent", self.channel_independent)
+        independent = check_bool("data.channel_independent", self.channel_independent)
+        object.__setattr__(self, "channel_independent", independent)
 
     def check_parts(self) -> None:
         """Raise unless the validation and test parts each hold one whole forecast. (Checked
@@ -213,13 +214,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".yaml", ".yml", ".json"):
         raise ValueError(f"config file must be .toml, .yaml, .yml or .json, got {path.name!r}")
-    try:
-        loaded = _parse(text, suffix)
-    except ValueError as err:  # TOML's and JSON's decode errors are ValueErrors
+    try:  # (TOML's, JSON's and UTF-8's decode errors are ValueErrors)
+        loaded = _parse(path.read_text(encoding="utf-8"), suffix)
+    except ValueError as err:
         raise ValueError(f"config file {path} does not parse: {err}") from None
     if not isinstance(loaded, dict):
         raise ValueError(
@@ -242,7 +242,9 @@ def _parse(text: str, suffix: str) -> Any:
 
     try:
         return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:  # "expected ',' or ']', but got ':' at line 3, column 10"
+        mark = err.problem_mark
+        where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+        raise ValueError(f"{err.problem or err.context}{where}") from None
     except yaml.YAMLError as err:
-        raise ValueError(
-            " ".join(str(err).split()).replace(' in "<unicode string>",', " at")
-        ) from None
+        raise ValueError(" ".join(str(err).split())) from None

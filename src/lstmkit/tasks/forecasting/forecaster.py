@@ -35,7 +35,11 @@ from lstmkit.training.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
-FORMAT = "lstmkit.forecaster/1"
+# /2: static covariates are scaled (SeriesScaler's "static" entry). An lstmkit that reads only
+# /1 refuses a /2 file by name, where it would feed a model trained on scaled static covariates
+# their raw values; /1 files load here and pass their static covariates through, as before.
+FORMAT = "lstmkit.forecaster/2"
+READABLE = ("lstmkit.forecaster/1", FORMAT)
 
 
 @dataclass(frozen=True)
@@ -317,10 +321,10 @@ class Forecaster:
     def load_from(cls, path: str | Path) -> Forecaster:
         """Rebuild a fitted forecaster from ``save()``'s file (no code is run from it)."""
         state = load_checkpoint(path)
-        if state.get("format") != FORMAT:
+        if state.get("format") not in READABLE:
             raise ValueError(
-                f"{path} is not a saved Forecaster (format {state.get('format')!r}, "
-                f"expected {FORMAT!r})"
+                f"{path} is not a saved Forecaster this lstmkit reads (format "
+                f"{state.get('format')!r}, expected one of {list(READABLE)})"
             )
         forecaster = cls(ForecastConfig.from_dict(state["config"]))
         shapes = Shapes(**{**state["shapes"], "quantiles": tuple(state["shapes"]["quantiles"])})

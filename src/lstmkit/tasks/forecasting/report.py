@@ -48,14 +48,15 @@ def previous_run(run_dir: str | Path) -> list[str]:
 
 
 def clear_run(run_dir: str | Path) -> list[str]:
-    """Remove an earlier run's files and folders from ``run_dir``, and nothing else there;
-    returns their names."""
+    """Remove an earlier run's files and folders (``checkpoints/`` and ``tensorboard/`` with
+    all they hold) from ``run_dir``, and nothing else there; returns their names. A folder that
+    is a symbolic link loses the link, not what it points to."""
     found = previous_run(run_dir)
     for name in found:
         path = Path(run_dir) / name
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-        else:
+        else:  # a file, or a link (to checkpoints kept on another disk, say): the link only
             path.unlink()
     return found
 

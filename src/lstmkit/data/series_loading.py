@@ -118,9 +118,7 @@ def parse_time(column: pd.Series, name: str) -> np.ndarray:
     except ValueError as err:
         if "Mixed timezones" not in str(err):
             raise ValueError(f"time column {name!r} could not be parsed: {err}") from err
-        # local times whose UTC offset changes (daylight saving): one instant each, in UTC
-        parsed = pd.to_datetime(column, errors="coerce", utc=True)
-        logger.info("time column %r mixes UTC offsets (daylight saving?): read as UTC", name)
+        parsed = _mixed_offsets(column, name)
     except TypeError as err:
         raise ValueError(f"time column {name!r} could not be parsed: {err}") from err
     bad = parsed.isna().to_numpy()  # (N,)
@@ -135,6 +133,27 @@ def parse_time(column: pd.Series, name: str) -> np.ndarray:
             f"date or timestamp{hint}"
         )
     return parsed.to_numpy()
+
+
+def _mixed_offsets(column: pd.Series, name: str) -> pd.Series:
+    """Local times whose UTC offset changes (daylight saving): one instant each, in UTC; but
+    dates stamped at local midnight (daily or coarser data) as those dates, since in UTC one of
+    their days would last 23 hours and the next 25."""
+    instants = pd.to_datetime(column, errors="coerce", utc=True)
+    local = column.map(_wall_time)  # the clock time each value shows, offset dropped
+    if local.notna().all() and (local == local.dt.normalize()).all():
+        logger.info("time column %r: dates at local midnight, UTC offsets dropped", name)
+        return local
+    logger.info("time column %r mixes UTC offsets (daylight saving?): read as UTC", name)
+    return instants
+
+
+def _wall_time(value: object) -> pd.Timestamp | None:
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        return None
+    return None if pd.isna(stamp) else stamp.tz_localize(None)
 
 
 def _format_hint(value: object, first: object) -> str:

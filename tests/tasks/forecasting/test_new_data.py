@@ -194,6 +194,19 @@ def test_local_times_across_a_daylight_saving_change_read_as_utc(tmp_path):
     assert series[0].time[0] == times[0]  # the same instants
 
 
+def test_dates_at_local_midnight_across_a_daylight_saving_change_read_as_dates(tmp_path):
+    """In UTC one of these days would last 23 hours: read as the dates they name instead."""
+    from lstmkit.data.series_loading import load_series, read_table
+    from lstmkit.data.timeseries import SeriesSpec
+
+    days = pd.date_range("2022-03-20", periods=14, freq="D", tz="Europe/Berlin")
+    path = tmp_path / "daily.csv"
+    pd.DataFrame({"t": days.astype(str), "y": np.arange(14.0)}).to_csv(path, index=False)
+    series = load_series(read_table(path), SeriesSpec(time_col="t", targets="y"))
+    assert series.freq == "D" and len(series[0]) == 14
+    assert list(series[0].time) == list(days.tz_localize(None))
+
+
 def test_quantiles_whose_columns_would_clash_are_refused():
     with pytest.raises(ValueError, match="give the same column name 'q0.1' twice"):
         ForecastConfig(data=long_config().data, quantiles=(0.1, 0.1000001, 0.9))

@@ -96,7 +96,7 @@ def test_long_format_golden() -> None:
     assert series_set.report == []
     a, b = series_set
     assert list(a.time) == list(pd.date_range("2020-01-01", periods=4, freq="D"))
-    assert a.target.dtype == np.float32
+    assert a.target.dtype == np.float64  # the data's own values, unrounded
     np.testing.assert_array_equal(a.target, [[1.0], [2.0], [3.0], [4.0]])  # sorted by time
     np.testing.assert_array_equal(a.future, [[1.0], [0.0], [0.0], [0.0]])
     assert a.past.shape == (4, 0)
@@ -448,12 +448,23 @@ def test_slice_time_is_positional_per_series() -> None:
         series_set.slice_time(3, None)
 
 
+def test_large_values_are_not_rounded() -> None:
+    """float32 would turn 1e8 + 75 into 100000072: the baselines and metrics use these values."""
+    frame = pd.DataFrame(
+        {"t": pd.date_range("2020-01-01", periods=5, freq="D"), "y": 1e8 + np.arange(75.0, 80.0)}
+    )
+    (series,) = load_series(frame, SeriesSpec(time_col="t", targets="y"))
+    np.testing.assert_array_equal(series.target[:, 0], 1e8 + np.arange(75.0, 80.0))
+
+
 def test_series_checks_array_shapes() -> None:
     time = pd.date_range("2020-01-01", periods=3, freq="D")
     with pytest.raises(ValueError, match=r"series 'x' past must have shape \(3, C\), got \(2, 1\)"):
         Series("x", time, np.zeros((3, 1)), np.zeros((2, 1)), np.zeros((3, 0)), np.zeros(0))
     series = Series("x", time, np.zeros((3, 1)), np.zeros((3, 0)), np.zeros((3, 0)), np.zeros(0))
-    assert series.target.dtype == np.float32
+    assert series.target.dtype == np.float64
+    scaled = Series("x", time, np.zeros((3, 1), np.float32), np.zeros((3, 0)), np.zeros((3, 0)), [])
+    assert scaled.target.dtype == np.float32  # float32 (scaled values) stays float32
     assert isinstance(SeriesSet(WIDE_SPEC, "D", [series]).report, list)
 
 

@@ -1,4 +1,4 @@
-"""Reading and validating time series: a table in, regular float32 arrays out.
+"""Reading and validating time series: a table in, regular float64 arrays out.
 
 A ``SeriesSpec`` says which columns play which role; ``load_series`` checks the table against it
 and returns a ``SeriesSet`` of regular, sorted, NaN-free series. Two table layouts are read::
@@ -14,7 +14,7 @@ and returns a ``SeriesSet`` of regular, sorted, NaN-free series. Two table layou
 Each series becomes arrays over its T regular timestamps (columns in the spec's order)::
 
     time    (T,)             DatetimeIndex, strictly increasing on the grid of ``freq``
-    target  (T, n_targets)   float32
+    target  (T, n_targets)   float64
     past    (T, n_past)      covariates observed only up to the forecast origin
     future  (T, n_future)    covariates known ahead (calendar, planned promotions)
     static  (n_static,)      constant within the series
@@ -452,7 +452,7 @@ def _static_values(
                 f"value(s) filled with its one value {float(distinct[0])!r}"
             )
         out.append(float(distinct[0]))
-    return np.asarray(out, dtype=np.float32), notes
+    return np.asarray(out, dtype=np.float64), notes
 
 
 def _regularise(series: _RawSeries, freq: str, spec: SeriesSpec) -> tuple[Series, list[str]]:
@@ -473,7 +473,7 @@ def _regularise(series: _RawSeries, freq: str, spec: SeriesSpec) -> tuple[Series
                 f"{role} column {name!r} of series {series.id!r} has no values at all "
                 f"(all NaN); fill={spec.fill!r} cannot fill it"
             )
-    values = dynamic.to_numpy(dtype=np.float32)  # (T, n_dynamic)
+    values = dynamic.to_numpy(dtype=np.float64)  # (T, n_dynamic)
     n_target, n_past = len(spec.targets), len(spec.past_covariates)
     result = Series(
         id=series.id,

@@ -2,7 +2,7 @@
 ``SeriesSet``. ``lstmkit.data.series_loading`` reads and validates tables into them::
 
     time    (T,)             DatetimeIndex, strictly increasing on the grid of ``freq``
-    target  (T, n_targets)   float32
+    target  (T, n_targets)   float64
     past    (T, n_past)      covariates observed only up to the forecast origin
     future  (T, n_future)    covariates known ahead (calendar, planned promotions)
     static  (n_static,)      constant within the series
@@ -166,9 +166,15 @@ class SeriesSpec:
 # --------------------------------------------------------------------------- series
 
 
+def _float_dtype(values: object) -> type:
+    return np.float32 if getattr(values, "dtype", None) == np.float32 else np.float64
+
+
 def _float_matrix(name: str, values: np.ndarray, steps: int) -> np.ndarray:
-    """``values`` as a C-contiguous float32 array (steps, C), or ``ValueError``."""
-    array = np.ascontiguousarray(values, dtype=np.float32)
+    """``values`` as a C-contiguous float array (steps, C), or ``ValueError``: float32 stays
+    float32 (scaled values, as SeriesScaler writes them), anything else becomes float64 (the
+    data's own values, which float32 would round above 2^24, 1.7e7)."""
+    array = np.ascontiguousarray(values, dtype=_float_dtype(values))
     if array.ndim != 2 or array.shape[0] != steps:
         raise ValueError(f"{name} must have shape ({steps}, C), got {array.shape}")
     return array
@@ -176,21 +182,22 @@ def _float_matrix(name: str, values: np.ndarray, steps: int) -> np.ndarray:
 
 @dataclass
 class Series:
-    """One regular series: timestamps and float32 arrays sharing the time axis."""
+    """One regular series: timestamps and float arrays sharing the time axis (float64 as loaded,
+    float32 once scaled)."""
 
     id: str
     time: pd.DatetimeIndex  # (T,) regular, strictly increasing, no duplicates
-    target: np.ndarray  # (T, n_targets) float32
-    past: np.ndarray  # (T, n_past) float32, n_past may be 0
-    future: np.ndarray  # (T, n_future) float32
-    static: np.ndarray  # (n_static,) float32
+    target: np.ndarray  # (T, n_targets) float64
+    past: np.ndarray  # (T, n_past) float64, n_past may be 0
+    future: np.ndarray  # (T, n_future) float64
+    static: np.ndarray  # (n_static,) float64
 
     def __post_init__(self) -> None:
         steps = len(self.time)
         self.target = _float_matrix(f"series {self.id!r} target", self.target, steps)
         self.past = _float_matrix(f"series {self.id!r} past", self.past, steps)
         self.future = _float_matrix(f"series {self.id!r} future", self.future, steps)
-        self.static = np.ascontiguousarray(self.static, dtype=np.float32)
+        self.static = np.ascontiguousarray(self.static, dtype=_float_dtype(self.static))
         if self.static.ndim != 1:
             raise ValueError(
                 f"series {self.id!r} static must have shape (n_static,), got {self.static.shape}"

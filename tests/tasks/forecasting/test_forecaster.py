@@ -177,6 +177,43 @@ def test_metrics_by_hand_on_a_known_forecast(wide_frame):
     assert report["naive"]["mase"] == pytest.approx(expected / scale, rel=1e-5)
 
 
+def test_large_values_are_scored_unrounded():
+    """y = 1e8 + t: float32 storage scored the naive at MAE 8 instead of 2.5."""
+    frame = pd.DataFrame(
+        {"t": pd.date_range("2020-01-01", periods=60, freq="D"), "y": 1e8 + np.arange(60.0)}
+    )
+    config = ForecastConfig(
+        data=DataConfig(time_col="t", targets="y", input_len=8, horizon=4, test_size=4),
+        model=ModelConfig(hidden_size=8),
+        train=FAST,
+    )
+    forecaster = Forecaster(config)
+    forecaster.fit(frame)
+    report = evaluate(forecaster, frame)
+    assert report["naive"]["mae"] == 2.5 and report["seasonal_naive"]["mae"] == 7.0
+    forecast = forecaster.predict(frame)["forecast"].to_numpy()
+    assert forecast.dtype == np.float64 and np.abs(forecast - (1e8 + 62.0)).max() < 50
+
+
+def test_a_series_with_a_flat_history_leaves_the_panel_mase_finite(wide_frame):
+    """Its own MASE is undefined (no seasonal change to scale by); the others' still count."""
+    frame = wide_frame.copy()
+    frame.loc[: len(frame) - 7, "b"] = 3.0  # flat up to its test part
+    config = ForecastConfig(
+        data=DataConfig(time_col="time", targets=("a", "b"), input_len=24, horizon=6,
+                        test_size=6, channel_independent=True),
+        model=ModelConfig(hidden_size=8),
+        train=FAST,
+    )  # fmt: skip
+    forecaster = Forecaster(config)
+    forecaster.fit(frame)
+    report = evaluate(forecaster, frame)
+    a = frame["a"].to_numpy()
+    only_a = np.mean(np.abs(a[-6:] - a[-7])) / np.mean(np.abs(a[24:90] - a[:66]))
+    assert report["naive"]["mase"] == pytest.approx(only_a, rel=1e-5)
+    assert np.isfinite(report["model"]["mase"])
+
+
 def test_not_fitted_and_bad_files(tmp_path):
     forecaster = Forecaster(long_config())
     with pytest.raises(ValueError, match="not fitted yet"):
@@ -203,6 +240,8 @@ def test_seasonal_periods_by_frequency():
         "15min": 96,
         "5min": 288,
         "D": 7,
+        "24h": 7,  # whole days as a tick, as pandas 2 makes "D": weeks of days too
+        "48h": 1,
         "B": 5,
         "W-SUN": 52,
         "MS": 12,

@@ -41,8 +41,11 @@ def seasonal_period(freq: str) -> int:
         return 1
     day = pd.Timedelta(days=1).value
     nanos = getattr(offset, "nanos", None) if isinstance(offset, pd.tseries.offsets.Tick) else None
-    if nanos:
-        return day // nanos if day % nanos == 0 and nanos < day else 1
+    if nanos and nanos < day:
+        return day // nanos if day % nanos == 0 else 1
+    if nanos:  # whole days as a tick ("24h"; pandas 2 makes "D" one too): weeks of days
+        days, rest = divmod(nanos, day)
+        return 7 // days if rest == 0 and 7 % days == 0 else 1
     base = (offset.rule_code if hasattr(offset, "rule_code") else offset.name).split("-")[0]
     season = CALENDAR_SEASONS.get(base, 1)
     return season // offset.n if offset.n and season % offset.n == 0 else 1

@@ -114,8 +114,13 @@ def evaluate(
 
 
 def _scores(y: np.ndarray, y_hat: np.ndarray, scale: np.ndarray) -> dict[str, float]:
+    """Point metrics, and MASE over the windows and channels whose history varies: a history
+    with no seasonal change (scale 0) has no MASE, and one such series must not turn the
+    panel's into NaN; NaN only when no history varies."""
     scores = M.point_metrics(y, y_hat, 1.0)
-    scores["mase"] = float(np.mean(np.abs(y - y_hat) / np.where(scale > 0, scale, np.nan)))
+    scaled = np.abs(y - y_hat) / np.where(scale > 0, scale, np.nan)
+    usable = np.isfinite(scaled)
+    scores["mase"] = float(scaled[usable].mean()) if usable.any() else float("nan")
     return scores
 
 
@@ -127,7 +132,8 @@ def backtest(
     mode: str = "expanding",
     step: int = 0,
 ) -> dict[str, Any]:
-    """Refit and evaluate at ``folds`` origins, ``step`` steps apart (default: one horizon)."""
+    """Refit and evaluate at ``folds`` origins, ``step`` steps apart (default: the test size,
+    itself one horizon when ``test_size`` is 0)."""
     if mode not in ("expanding", "sliding"):
         raise ValueError(f"mode must be 'expanding' or 'sliding'; got {mode!r}")
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:

@@ -227,14 +227,14 @@ class Forecaster:
                 continue
             channel = batch.get("channel")  # (B,) when channel-independent
             if channel is None:
-                values = [
-                    scaler.inverse_target(predicted[..., q], batch["series"])
+                values = [  # in float64: float32 would round the data's units above 2^24
+                    scaler.inverse_target(predicted[..., q].double(), batch["series"])
                     for q in range(predicted.shape[-1])
                 ]  # each (B, H, C)
             else:
                 values = [
                     scaler.inverse_target(
-                        predicted[..., 0, q], batch["series"], channel=channel
+                        predicted[..., 0, q].double(), batch["series"], channel=channel
                     ).unsqueeze(-1)
                     for q in range(predicted.shape[-1])
                 ]  # each (B, H, 1)

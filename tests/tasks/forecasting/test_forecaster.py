@@ -177,6 +177,21 @@ def test_metrics_by_hand_on_a_known_forecast(wide_frame):
     assert report["naive"]["mase"] == pytest.approx(expected / scale, rel=1e-5)
 
 
+def test_a_test_part_the_model_was_fitted_to_is_refused(long_frame, tmp_path):
+    """A frame cut 10 steps short puts its test part inside what fit trained and validated on;
+    scoring it would flatter the model. The fitted frame and later data are fine."""
+    forecaster = Forecaster(long_config())
+    forecaster.fit(long_frame)
+    cut = long_frame[long_frame.groupby("store").cumcount(ascending=False) >= 10]
+    message = r"series 's0': its test part starts at 2020-03-0.* up to 2020-03-1"
+    with pytest.raises(ValueError, match=message):
+        evaluate(forecaster, cut)
+    assert np.isfinite(evaluate(forecaster, long_frame)["model"]["mae"])
+    loaded = Forecaster.load_from(forecaster.save(tmp_path / "f.safetensors"))
+    with pytest.raises(ValueError, match=message):
+        evaluate(loaded, cut)
+
+
 def test_large_values_are_scored_unrounded():
     """y = 1e8 + t: float32 storage scored the naive at MAE 8 instead of 2.5."""
     frame = pd.DataFrame(

@@ -57,6 +57,7 @@ def evaluate(
     test_start = [len(s) - data.test_size for s in series_set.series]
     check_seasonal_history(series_set, data, min(test_start))
     scaler = forecaster.scaler_for(series_set)
+    forecaster.check_held_out(series_set, test_start)
     scaled_set = scaler.transform(series_set)
     source = scaled_set if scaled else series_set
     windows = forecaster.windows(

@@ -74,6 +74,9 @@ class Forecaster:
         self.scaler: SeriesScaler | None = None
         self.freq: str | None = None
         self.fit_result: FitResult | None = None
+        # per series id, the last timestamp fit trained or validated on (ISO text); None for a
+        # forecaster saved before it was kept
+        self.seen_until: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ data
     def load(self, frame: pd.DataFrame) -> SeriesSet:
@@ -156,6 +159,10 @@ class Forecaster:
         series_set = frame if isinstance(frame, SeriesSet) else self.load(frame)
         split = self.split(series_set)
         self.freq = series_set.freq
+        self.seen_until = {
+            s.id: s.time[end - 1].isoformat()
+            for s, end in zip(series_set.series, split.test_start, strict=True)
+        }
         self.scaler = SeriesScaler(self.config.data.scaler).fit(series_set, stop=split.train_end)
         scaled = self.scaler.transform(series_set)
         train = self.windows(scaled, [0] * len(split.train_end), split.train_end)
@@ -314,6 +321,7 @@ class Forecaster:
                 "scaler": scaler.state_dict(),
                 "freq": self.freq,
                 "shapes": vars(model.shapes).copy(),
+                **({} if self.seen_until is None else {"seen_until": dict(self.seen_until)}),
             },
         )
 
@@ -333,7 +341,23 @@ class Forecaster:
         forecaster.model.eval()
         forecaster.scaler = SeriesScaler.from_state_dict(state["scaler"])
         forecaster.freq = state["freq"]
+        seen = state.get("seen_until")
+        forecaster.seen_until = None if seen is None else {str(k): str(v) for k, v in seen.items()}
         return forecaster
+
+    def check_held_out(self, series_set: SeriesSet, test_start: list[int]) -> None:
+        """Raise if a series' test part begins at or before the last step fit trained or
+        validated on: its scores would be of data the model was fitted to."""
+        if self.seen_until is None:
+            return
+        for series, start in zip(series_set.series, test_start, strict=True):
+            seen = self.seen_until.get(series.id)
+            if seen is not None and series.time[start] <= pd.Timestamp(seen):
+                raise ValueError(
+                    f"series {series.id!r}: its test part starts at {series.time[start]}, but "
+                    f"the forecaster trained or validated on it up to {seen}; score it on the "
+                    "frame it was fitted on, or on data that follows it"
+                )
 
 
 def check_seasonal_history(series_set: SeriesSet, data: DataConfig, history: int) -> None:

@@ -358,12 +358,20 @@ def _grid(series: _RawSeries, freq: str) -> pd.DatetimeIndex:
 # --------------------------------------------------------------------------- fills
 
 
-def _fill_frame(frame: pd.DataFrame, how: str) -> pd.DataFrame:
-    """Fill NaNs: ffill (then bfill at the start), linear-in-time interpolation, or zeros."""
+def _fill_frame(frame: pd.DataFrame, how: str, causal_tail: int = 0) -> pd.DataFrame:
+    """Fill NaNs: ffill (then bfill at the start), linear-in-time interpolation, or zeros.
+
+    Interpolation reads the value after a gap. Over the first ``len - causal_tail`` steps only
+    (a gap reaching past them ends with that part's last value), and the last ``causal_tail``
+    steps are filled forward: a validation or test value never fills a training one, nor a
+    value after a forecast origin one before it.
+    """
     if how == "ffill":
         return frame.ffill().bfill()
     if how == "interpolate":
-        return frame.interpolate(method="time").ffill().bfill()
+        head = len(frame) - min(causal_tail, len(frame))
+        filled = frame.iloc[:head].interpolate(method="time").ffill().bfill()
+        return pd.concat([filled, frame.iloc[head:]]).ffill().bfill()
     return frame.fillna(0.0)
 
 
@@ -465,7 +473,7 @@ def _regularise(series: _RawSeries, freq: str, spec: SeriesSpec) -> tuple[Series
     notes += static_notes
     dynamic = pd.DataFrame(series.values[:, :n_dynamic], index=series.time).reindex(grid)
     if dynamic.isna().to_numpy().any():
-        dynamic = _fill_frame(dynamic, spec.fill)
+        dynamic = _fill_frame(dynamic, spec.fill, spec.causal_tail)
         empty = dynamic.isna().all().to_numpy()
         if empty.any():
             name, role = _column_roles(spec)[int(np.argmax(empty))]

@@ -101,6 +101,9 @@ class SeriesSpec:
     static_covariates: tuple[str, ...] = ()  # constant within a series
     freq: str | None = None  # pandas offset alias ("h", "D", "MS", "15min"); inferred when None
     fill: str = "none"  # how NaNs and missing timestamps are handled; "none" = error
+    # steps at the end of each series that fill="interpolate" never reads, and fills forward
+    # (the validation and test parts: interpolating there reads values after a forecast origin)
+    causal_tail: int = 0
 
     def __post_init__(self) -> None:
         for name in ("targets", "past_covariates", "future_covariates", "static_covariates"):
@@ -113,6 +116,14 @@ class SeriesSpec:
         if self.fill not in FILL_STRATEGIES:
             raise ValueError(f"fill must be one of {FILL_STRATEGIES}, got {self.fill!r}")
         _check_freq(self.freq)
+        if (
+            isinstance(self.causal_tail, bool)
+            or not isinstance(self.causal_tail, int)
+            or (self.causal_tail < 0)
+        ):
+            raise ValueError(
+                f"causal_tail must be a non-negative integer, got {self.causal_tail!r}"
+            )
         self._check_roles()
 
     def _check_roles(self) -> None:

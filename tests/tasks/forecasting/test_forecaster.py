@@ -192,6 +192,59 @@ def test_a_test_part_the_model_was_fitted_to_is_refused(long_frame, tmp_path):
         evaluate(loaded, cut)
 
 
+@pytest.mark.parametrize("fill", ["interpolate", "ffill"])
+def test_interpolation_never_reads_the_held_out_parts(fill):
+    """A gap over the last training step and the validation part: changing only the test
+    values must change neither the training data nor the scaler (interpolate once read the
+    first test value to fill them)."""
+    n, days = 60, pd.date_range("2020-01-01", periods=60, freq="D")
+    config = ForecastConfig(
+        data=DataConfig(time_col="t", targets="y", input_len=14, horizon=7, test_size=14,
+                        fill=fill),
+        model=ModelConfig(hidden_size=8),
+        train=FAST,
+    )  # fmt: skip
+    seen = []
+    for level in (0.0, 1000.0):
+        y = 10 + np.sin(np.arange(n))
+        y[n - 22 : n - 14] = np.nan  # the last training step and all 7 validation steps
+        y[n - 14 :] += level  # the test part only
+        forecaster = Forecaster(config)
+        forecaster.fit(pd.DataFrame({"t": days, "y": y}))
+        series = forecaster.load(pd.DataFrame({"t": days, "y": y}))[0]
+        seen.append((forecaster.scaler.state_dict()["target"], series.target[: n - 14, 0]))
+    assert seen[0][0] == seen[1][0]
+    np.testing.assert_array_equal(seen[0][1], seen[1][1])
+    assert (seen[0][1][n - 22 :] == seen[0][1][n - 23]).all()  # filled forward, causally
+
+
+def test_a_backtest_fold_trains_on_values_filled_without_its_held_out_parts(monkeypatch):
+    """Interpolated once for the whole frame, a gap across fold 0's training end was filled
+    from fold 0's validation values; each fold now fills with its own parts held out."""
+    n, days = 90, pd.date_range("2020-01-01", periods=90, freq="D")
+    config = ForecastConfig(
+        data=DataConfig(time_col="t", targets="y", input_len=14, horizon=7, test_size=7,
+                        fill="interpolate"),
+        model=ModelConfig(hidden_size=8),
+        train=FAST,
+    )  # fmt: skip
+    trained_on = []
+    fit = Forecaster.fit
+    monkeypatch.setattr(
+        Forecaster,
+        "fit",
+        lambda self, s, **k: (
+            trained_on.append(s[0].target[: len(s[0]) - 14, 0].copy()) or fit(self, s, **k)
+        ),
+    )
+    for level in (0.0, 1000.0):
+        y = 10 + np.sin(np.arange(n))
+        y[n - 24 : n - 19] = np.nan  # across fold 0's training end, n - 7 - 14
+        y[n - 19 :] += level  # fold 0's validation and test parts, and fold 1
+        backtest(config, pd.DataFrame({"t": days, "y": y}), folds=2)
+    np.testing.assert_array_equal(trained_on[0], trained_on[2])  # fold 0, both variants
+
+
 def test_large_values_are_scored_unrounded():
     """y = 1e8 + t: float32 storage scored the naive at MAE 8 instead of 2.5."""
     frame = pd.DataFrame(

@@ -168,7 +168,12 @@ def backtest(
         back = (folds - 1 - k) * step  # steps after this fold's end
         stop = -back if back else None
         start = 0 if mode == "expanding" else -(back + window)
-        subset = series_set.slice_time(start, stop)
+        fold_set = series_set
+        if data.fill == "interpolate" and back and not isinstance(frame, SeriesSet):
+            # interpolation must not read this fold's validation and test parts, nor the steps
+            # after them: filled again with them in the causal tail
+            fold_set = Forecaster(fold_config).load(frame, before_end=back)
+        subset = fold_set.slice_time(start, stop)
         forecaster = Forecaster(fold_config)
         forecaster.fit(subset)
         report = evaluate(forecaster, subset)

@@ -50,7 +50,9 @@ class Split:
     test_start: list[int]
 
 
-def series_spec(data: DataConfig) -> SeriesSpec:
+def series_spec(data: DataConfig, before_end: int = 0) -> SeriesSpec:
+    """The loader's spec; ``before_end`` more steps at the end are beyond the parts' end (a
+    backtest fold's), so interpolation keeps clear of them too."""
     return SeriesSpec(
         time_col=data.time_col,
         targets=data.targets,
@@ -60,6 +62,7 @@ def series_spec(data: DataConfig) -> SeriesSpec:
         static_covariates=data.static_covariates,
         freq=data.freq,
         fill=data.fill,
+        causal_tail=data.test_size + data.validation_steps + before_end,
     )
 
 
@@ -79,9 +82,10 @@ class Forecaster:
         self.seen_until: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ data
-    def load(self, frame: pd.DataFrame) -> SeriesSet:
-        """Validate ``frame`` into series (errors name the column, row or timestamp)."""
-        spec = series_spec(self.config.data)
+    def load(self, frame: pd.DataFrame, before_end: int = 0) -> SeriesSet:
+        """Validate ``frame`` into series (errors name the column, row or timestamp).
+        ``before_end``: see ``series_spec``."""
+        spec = series_spec(self.config.data, before_end)
         try:
             return load_series(frame, spec)  # which logs every fill
         except FrequencyError:

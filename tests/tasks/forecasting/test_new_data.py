@@ -182,29 +182,26 @@ def test_a_season_longer_than_the_history_is_refused_before_training():
     assert evaluate(forecaster, frame)["seasonal_period"] == 4
 
 
-def test_local_times_across_a_daylight_saving_change_read_as_utc(tmp_path):
+@pytest.mark.parametrize(
+    "start,freq,read_as",
+    [
+        ("2021-03-27 20:00", "h", "instants"),  # hours: the same instants, in UTC
+        ("2022-03-20", "D", "dates"),  # local midnights: in UTC one day would last 23 hours
+    ],
+)
+def test_local_times_across_a_daylight_saving_change(tmp_path, start, freq, read_as):
     from lstmkit.data.series_loading import load_series, read_table
     from lstmkit.data.timeseries import SeriesSpec
 
-    times = pd.date_range("2021-03-27 20:00", periods=12, freq="h", tz="Europe/Berlin")
+    times = pd.date_range(start, periods=14, freq=freq, tz="Europe/Berlin")
     path = tmp_path / "berlin.csv"
-    pd.DataFrame({"t": times.astype(str), "y": np.arange(12.0)}).to_csv(path, index=False)
+    pd.DataFrame({"t": times.astype(str), "y": np.arange(14.0)}).to_csv(path, index=False)
     series = load_series(read_table(path), SeriesSpec(time_col="t", targets="y"))
-    assert series.freq == "h" and len(series[0]) == 12
-    assert series[0].time[0] == times[0]  # the same instants
-
-
-def test_dates_at_local_midnight_across_a_daylight_saving_change_read_as_dates(tmp_path):
-    """In UTC one of these days would last 23 hours: read as the dates they name instead."""
-    from lstmkit.data.series_loading import load_series, read_table
-    from lstmkit.data.timeseries import SeriesSpec
-
-    days = pd.date_range("2022-03-20", periods=14, freq="D", tz="Europe/Berlin")
-    path = tmp_path / "daily.csv"
-    pd.DataFrame({"t": days.astype(str), "y": np.arange(14.0)}).to_csv(path, index=False)
-    series = load_series(read_table(path), SeriesSpec(time_col="t", targets="y"))
-    assert series.freq == "D" and len(series[0]) == 14
-    assert list(series[0].time) == list(days.tz_localize(None))
+    assert series.freq == freq and len(series[0]) == 14
+    if read_as == "instants":
+        assert series[0].time[0] == times[0]
+    else:
+        assert list(series[0].time) == list(times.tz_localize(None))
 
 
 def test_quantiles_whose_columns_would_clash_are_refused():

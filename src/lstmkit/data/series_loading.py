@@ -139,13 +139,17 @@ def _mixed_offsets(column: pd.Series, name: str) -> pd.Series:
     """Local times whose UTC offset changes (daylight saving): one instant each, in UTC; but
     dates stamped at local midnight (daily or coarser data) as those dates, since in UTC one of
     their days would last 23 hours and the next 25."""
-    instants = pd.to_datetime(column, errors="coerce", utc=True)
-    local = column.map(_wall_time)  # the clock time each value shows, offset dropped
-    if local.notna().all() and (local == local.dt.normalize()).all():
+    local = []  # the clock time each value shows, offset dropped, while all are midnights
+    for value in column:
+        wall = _wall_time(value)
+        if wall is None or wall != wall.normalize():  # (hourly data stops at its 2nd value)
+            break
+        local.append(wall)
+    else:
         logger.info("time column %r: dates at local midnight, UTC offsets dropped", name)
-        return local
+        return pd.Series(pd.DatetimeIndex(local), index=column.index)
     logger.info("time column %r mixes UTC offsets (daylight saving?): read as UTC", name)
-    return instants
+    return pd.to_datetime(column, errors="coerce", utc=True)
 
 
 def _wall_time(value: object) -> pd.Timestamp | None:

@@ -218,6 +218,38 @@ def test_interpolation_never_reads_the_held_out_parts(fill):
     assert (seen[0][1][n - 22 :] == seen[0][1][n - 23]).all()  # filled forward, causally
 
 
+def test_predict_interpolates_all_of_the_new_data():
+    """New data to forecast from has no held-out part: a gap near its end is interpolated, as
+    a gap anywhere in the training part was."""
+    n, days = 60, pd.date_range("2020-01-01", periods=60, freq="D")
+    y = 10 + np.sin(np.arange(n) / 3)
+    config = ForecastConfig(
+        data=DataConfig(time_col="t", targets="y", input_len=14, horizon=7, test_size=7,
+                        fill="interpolate"),
+        model=ModelConfig(hidden_size=8),
+        train=FAST,
+    )  # fmt: skip
+    forecaster = Forecaster(config)
+    forecaster.fit(pd.DataFrame({"t": days, "y": y}))
+    gappy = y.copy()
+    gappy[n - 4 : n - 2] = np.nan
+    by_hand = y.copy()
+    by_hand[n - 4 : n - 2] = y[n - 5] + (y[n - 2] - y[n - 5]) * np.array([1, 2]) / 3
+    got = forecaster.predict(pd.DataFrame({"t": days, "y": gappy}))["forecast"]
+    want = forecaster.predict(pd.DataFrame({"t": days, "y": by_hand}))["forecast"]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_a_nan_forecast_shows_in_mase_and_a_flat_series_does_not():
+    from lstmkit.tasks.forecasting.evaluation import _scores
+
+    y, scale = np.ones((2, 3)), np.array([[1.0], [0.0]])  # the second row's history is flat
+    assert _scores(y, y + 0.5, scale)["mase"] == 0.5  # the flat row left out
+    nan_forecast = y + 0.5
+    nan_forecast[0, 0] = np.nan
+    assert np.isnan(_scores(y, nan_forecast, scale)["mase"])
+
+
 def test_a_backtest_fold_trains_on_values_filled_without_its_held_out_parts(monkeypatch):
     """Interpolated once for the whole frame, a gap across fold 0's training end was filled
     from fold 0's validation values; each fold now fills with its own parts held out."""

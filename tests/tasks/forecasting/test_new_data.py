@@ -204,6 +204,25 @@ def test_local_times_across_a_daylight_saving_change(tmp_path, start, freq, read
         assert list(series[0].time) == list(times.tz_localize(None))
 
 
+def test_later_data_read_with_an_offset_is_scored_after_dates_read_without(tmp_path):
+    """Local-midnight dates across a daylight-saving change are read without a time zone; a
+    later stretch with one offset is read with it. The held-out check compares clock times."""
+    days = pd.date_range("2022-01-01", "2022-09-30", freq="D", tz="Europe/Berlin")
+    frame = pd.DataFrame({"t": days.astype(str), "y": 10 + np.sin(np.arange(len(days)) / 5)})
+    first, later = frame.iloc[:180], frame.iloc[180:]  # to 2022-06-29; July to September
+    config = ForecastConfig(
+        data=DataConfig(time_col="t", targets="y", input_len=14, horizon=7, test_size=7),
+        model=ModelConfig(hidden_size=8),
+        train=TrainConfig(max_epochs=1),
+    )
+    forecaster = Forecaster(config)
+    forecaster.fit(first)
+    assert forecaster.load(later)[0].time.tz is not None  # one offset: read with it
+    assert np.isfinite(evaluate(forecaster, later)["model"]["mae"])
+    with pytest.raises(ValueError, match="its test part starts at"):
+        evaluate(forecaster, first.iloc[:170])
+
+
 def test_quantiles_whose_columns_would_clash_are_refused():
     with pytest.raises(ValueError, match="give the same column name 'q0.1' twice"):
         ForecastConfig(data=long_config().data, quantiles=(0.1, 0.1000001, 0.9))

@@ -120,7 +120,7 @@ def _scores(y: np.ndarray, y_hat: np.ndarray, scale: np.ndarray) -> dict[str, fl
     panel's into NaN; NaN only when no history varies."""
     scores = M.point_metrics(y, y_hat, 1.0)
     scaled = np.abs(y - y_hat) / np.where(scale > 0, scale, np.nan)
-    usable = np.isfinite(scaled)
+    usable = np.broadcast_to(scale > 0, scaled.shape)  # (a NaN forecast still shows as NaN)
     scores["mase"] = float(scaled[usable].mean()) if usable.any() else float("nan")
     return scores
 
@@ -169,7 +169,13 @@ def backtest(
         stop = -back if back else None
         start = 0 if mode == "expanding" else -(back + window)
         fold_set = series_set
-        if data.fill == "interpolate" and back and not isinstance(frame, SeriesSet):
+        if data.fill == "interpolate" and back and isinstance(frame, SeriesSet):
+            log.warning(
+                "fold %d: a SeriesSet arrives filled; interpolation may have read this fold's "
+                "held-out steps (pass the DataFrame to fill each fold on its own)",
+                k + 1,
+            )
+        elif data.fill == "interpolate" and back:
             # interpolation must not read this fold's validation and test parts, nor the steps
             # after them: filled again with them in the causal tail
             fold_set = Forecaster(fold_config).load(frame, before_end=back)

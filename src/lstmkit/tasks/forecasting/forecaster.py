@@ -50,9 +50,10 @@ class Split:
     test_start: list[int]
 
 
-def series_spec(data: DataConfig, before_end: int = 0) -> SeriesSpec:
-    """The loader's spec; ``before_end`` more steps at the end are beyond the parts' end (a
-    backtest fold's), so interpolation keeps clear of them too."""
+def series_spec(data: DataConfig, before_end: int = 0, held_out: bool = True) -> SeriesSpec:
+    """The loader's spec. ``held_out``: the data has validation and test parts at its end, which
+    interpolation keeps clear of (not for new data to forecast from); ``before_end`` more steps
+    lie beyond them (after a backtest fold), and interpolation keeps clear of those too."""
     return SeriesSpec(
         time_col=data.time_col,
         targets=data.targets,
@@ -62,7 +63,7 @@ def series_spec(data: DataConfig, before_end: int = 0) -> SeriesSpec:
         static_covariates=data.static_covariates,
         freq=data.freq,
         fill=data.fill,
-        causal_tail=data.test_size + data.validation_steps + before_end,
+        causal_tail=data.test_size + data.validation_steps + before_end if held_out else 0,
     )
 
 
@@ -82,10 +83,10 @@ class Forecaster:
         self.seen_until: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ data
-    def load(self, frame: pd.DataFrame, before_end: int = 0) -> SeriesSet:
+    def load(self, frame: pd.DataFrame, before_end: int = 0, held_out: bool = True) -> SeriesSet:
         """Validate ``frame`` into series (errors name the column, row or timestamp).
-        ``before_end``: see ``series_spec``."""
-        spec = series_spec(self.config.data, before_end)
+        ``before_end``, ``held_out``: see ``series_spec``."""
+        spec = series_spec(self.config.data, before_end, held_out)
         try:
             return load_series(frame, spec)  # which logs every fill
         except FrequencyError:
@@ -267,7 +268,8 @@ class Forecaster:
         """
         self._require_fitted()
         data = self.config.data
-        series_set = frame if isinstance(frame, SeriesSet) else self.load(frame)
+        # (new data to forecast from: nothing is held out, interpolation may read all of it)
+        series_set = frame if isinstance(frame, SeriesSet) else self.load(frame, held_out=False)
         scaler = self.scaler_for(series_set)
         check_min_length(series_set, data.input_len, f"input_len {data.input_len}")
         if data.future_covariates and future is None:
@@ -356,12 +358,18 @@ class Forecaster:
             return
         for series, start in zip(series_set.series, test_start, strict=True):
             seen = self.seen_until.get(series.id)
-            if seen is not None and series.time[start] <= pd.Timestamp(seen):
+            if seen is not None and _wall(series.time[start]) <= _wall(pd.Timestamp(seen)):
                 raise ValueError(
                     f"series {series.id!r}: its test part starts at {series.time[start]}, but "
                     f"the forecaster trained or validated on it up to {seen}; score it on the "
                     "frame it was fitted on, or on data that follows it"
                 )
+
+
+def _wall(stamp: pd.Timestamp) -> pd.Timestamp:
+    """The clock time a timestamp shows: data read with a time zone once and without one later
+    (local-midnight dates across a daylight-saving change, say) still compare."""
+    return stamp.tz_localize(None) if stamp.tzinfo is not None else stamp
 
 
 def check_seasonal_history(series_set: SeriesSet, data: DataConfig, history: int) -> None:

@@ -103,4 +103,4 @@ def _future_rows(
     if rows.isna().to_numpy().any():
         when = rows.index[rows.isna().any(axis=1).to_numpy()][0]
         raise ValueError(f"future covariates of series {series_id!r} are NaN at {when}")
-    return rows.to_numpy(dtype=np.float32)
+    return rows.to_numpy(dtype=np.float64)

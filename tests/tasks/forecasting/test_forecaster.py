@@ -192,18 +192,24 @@ def test_a_test_part_the_model_was_fitted_to_is_refused(long_frame, tmp_path):
         evaluate(loaded, cut)
 
 
+def _daily_config(test_size: int, fill: str) -> ForecastConfig:
+    """One daily series "y" at "t": two weeks in, one week out, a small quick model."""
+    return ForecastConfig(
+        data=DataConfig(
+            time_col="t", targets="y", input_len=14, horizon=7, test_size=test_size, fill=fill
+        ),
+        model=ModelConfig(hidden_size=8),
+        train=FAST,
+    )
+
+
 @pytest.mark.parametrize("fill", ["interpolate", "ffill"])
 def test_interpolation_never_reads_the_held_out_parts(fill):
     """A gap over the last training step and the validation part: changing only the test
     values must change neither the training data nor the scaler (interpolate once read the
     first test value to fill them)."""
     n, days = 60, pd.date_range("2020-01-01", periods=60, freq="D")
-    config = ForecastConfig(
-        data=DataConfig(time_col="t", targets="y", input_len=14, horizon=7, test_size=14,
-                        fill=fill),
-        model=ModelConfig(hidden_size=8),
-        train=FAST,
-    )  # fmt: skip
+    config = _daily_config(test_size=14, fill=fill)
     seen = []
     for level in (0.0, 1000.0):
         y = 10 + np.sin(np.arange(n))
@@ -223,12 +229,7 @@ def test_predict_interpolates_all_of_the_new_data():
     a gap anywhere in the training part was."""
     n, days = 60, pd.date_range("2020-01-01", periods=60, freq="D")
     y = 10 + np.sin(np.arange(n) / 3)
-    config = ForecastConfig(
-        data=DataConfig(time_col="t", targets="y", input_len=14, horizon=7, test_size=7,
-                        fill="interpolate"),
-        model=ModelConfig(hidden_size=8),
-        train=FAST,
-    )  # fmt: skip
+    config = _daily_config(test_size=7, fill="interpolate")
     forecaster = Forecaster(config)
     forecaster.fit(pd.DataFrame({"t": days, "y": y}))
     gappy = y.copy()
@@ -254,12 +255,7 @@ def test_a_backtest_fold_trains_on_values_filled_without_its_held_out_parts(monk
     """Interpolated once for the whole frame, a gap across fold 0's training end was filled
     from fold 0's validation values; each fold now fills with its own parts held out."""
     n, days = 90, pd.date_range("2020-01-01", periods=90, freq="D")
-    config = ForecastConfig(
-        data=DataConfig(time_col="t", targets="y", input_len=14, horizon=7, test_size=7,
-                        fill="interpolate"),
-        model=ModelConfig(hidden_size=8),
-        train=FAST,
-    )  # fmt: skip
+    config = _daily_config(test_size=7, fill="interpolate")
     trained_on = []
     fit = Forecaster.fit
     monkeypatch.setattr(

@@ -358,18 +358,15 @@ class Forecaster:
             return
         for series, start in zip(series_set.series, test_start, strict=True):
             seen = self.seen_until.get(series.id)
-            if seen is not None and _wall(series.time[start]) <= _wall(pd.Timestamp(seen)):
+            # clock times: data read with a time zone once and without one later (local-midnight
+            # dates across a daylight-saving change, say) still compare
+            first = series.time[start].tz_localize(None)
+            if seen is not None and first <= pd.Timestamp(seen).tz_localize(None):
                 raise ValueError(
                     f"series {series.id!r}: its test part starts at {series.time[start]}, but "
                     f"the forecaster trained or validated on it up to {seen}; score it on the "
                     "frame it was fitted on, or on data that follows it"
                 )
-
-
-def _wall(stamp: pd.Timestamp) -> pd.Timestamp:
-    """The clock time a timestamp shows: data read with a time zone once and without one later
-    (local-midnight dates across a daylight-saving change, say) still compare."""
-    return stamp.tz_localize(None) if stamp.tzinfo is not None else stamp
 
 
 def check_seasonal_history(series_set: SeriesSet, data: DataConfig, history: int) -> None:

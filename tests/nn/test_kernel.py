@@ -306,6 +306,41 @@ def test_the_unit_split_through_column_blocks_in_float64(unit_split):
     _check_small_batch(torch.float64, 160, "lstm", 1, bidirectional=False, variable=False)
 
 
+@pytest.mark.parametrize("batch", [3, 8], ids=["unit-split", "row-split"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_pooled_buffers_holding_nan_are_written_before_they_are_read(
+    two_threads, batch, bidirectional
+):
+    """Large buffers come from the pool uninitialised. The weight gradients' operand [x | h'] is
+    written by the forward loop, as it goes, at every position: h' at each valid step, zeros
+    past each length (where dz is zero, but 0 * NaN is not). With every pooled buffer holding NaN
+    beforehand, the gradients still match the reference."""
+    two_threads.release_buffers()
+    like = torch.empty(0, dtype=torch.float64)
+    size = 1 << 17  # 1 MiB of float64, the smallest buffer the pool keeps
+    while size < 1 << 23:
+        for _ in range(4):  # a few of each size: forward and backward hold several at once
+            two_threads.empty([size], like).fill_(float("nan"))
+        size = size * 5 // 4
+    steps = 300 if batch == 3 else 120  # the operand (T, B, 4 + 160) above 1 MiB
+    torch.manual_seed(batch)
+    reference = _perturbed(
+        LSTM(4, 160, bidirectional=bidirectional, backend="reference"), torch.float64
+    )
+    ours = _with_backend(reference, "kernel")
+    d = 2 if bidirectional else 1
+    x = torch.randn(batch, steps, 4, dtype=torch.float64)
+    state = tuple(torch.randn(d, batch, 160, dtype=torch.float64) for _ in range(2))
+    lengths = torch.tensor([steps, steps // 3, 2, steps - 1, 1, steps, 7, 40][:batch])
+    out, _ = reference(x, state, lengths=lengths)
+    weights = [torch.randn(s.shape, dtype=torch.float64) for s in (out, *state)]
+    expected = _run(reference, x, state, lengths, weights)
+    got = _run(ours, x, state, lengths, weights)
+    two_threads.release_buffers()
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, atol=1e-10, rtol=1e-10, msg=name)
+
+
 def test_an_expanded_output_gradient(kernel):
     """out.sum() hands the backward an expanded gradient (every stride 0), which the kernel
     copies into contiguous rows first."""

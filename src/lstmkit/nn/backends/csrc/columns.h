@@ -105,7 +105,8 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
                                         const std::optional<at::Tensor>& peep,
                                         const std::optional<at::Tensor>& bias,
                                         const std::optional<at::Tensor>& lengths, bool reverse,
-                                        int64_t kind, bool save, at::Tensor& out, int64_t nt) {
+                                        int64_t kind, bool save, at::Tensor& out,
+                                        const at::Tensor& hist, int64_t nt) {
   const Shapes n{xproj.size(0), xproj.size(1), c0.size(1), xproj.size(2), h0.size(1)};
   const auto opts = xproj.options();
   const at::Tensor whh = w_hh.contiguous();
@@ -121,6 +122,7 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
   hbuf[0].copy_(h0);
   at::Tensor scratch = at::empty({nt, n.B * n.G + n.G}, opts);  // per thread: z (B, nb nu), x
   const TimeMajor<T> x = time_major<T>(xproj), o = time_major<T>(out);
+  const History<T> hs = history<T>(hist, reverse);
   T* cp = cells.data_ptr<T>();
   T* gp = gates.data_ptr<T>();
   T* hb = hbuf.data_ptr<T>();
@@ -156,6 +158,7 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
           std::memcpy(c_next + b * n.H + u0, c_prev + b * n.H + u0, sizeof(T) * nu);
           std::memcpy(h_nxt + b * n.P + u0, h_cur + b * n.P + u0, sizeof(T) * nu);
           std::memset(o.row(s, b) + u0, 0, sizeof(T) * nu);
+          hs.pad(s, b, nu, u0);
           continue;
         }
         const int64_t t = reverse ? lb - 1 - s : s;
@@ -169,6 +172,7 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
                          h_nxt + b * n.P + u0, no_ln, static_cast<T*>(nullptr));
         if (save) scatter_gates(zb, nb, n.H, u0, nu, gp + (s * n.B + b) * n.G);
         std::memcpy(o.row(t, b) + u0, h_nxt + b * n.P + u0, sizeof(T) * nu);
+        hs.put(t, b, h_nxt + b * n.P + u0, nu, u0);
       }
       barrier.wait(nth, sense);
     }

@@ -80,10 +80,13 @@ struct LayerForward {
   std::vector<std::vector<at::Tensor>> saved;  // per direction, what backward() reads
 };
 
+// `operands`: per direction, the weight gradients' operand [x | h'] (previous_inputs), whose h'
+// half the loop fills; empty when no weight needs a gradient.
 inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Tensor>& lengths,
                                   const at::Tensor& input, const at::Tensor& h0,
                                   const at::Tensor& c0,
-                                  const std::vector<DirectionParams>& dirs, bool save) {
+                                  const std::vector<DirectionParams>& dirs, bool save,
+                                  const std::vector<at::Tensor>& operands = {}) {
   const int64_t T = input.size(0), B = input.size(1);
   LayerForward r;
   at::Tensor xproj = input;
@@ -98,9 +101,11 @@ inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Te
     const DirectionParams& p = dirs[d];
     std::optional<at::Tensor> bias;
     if (s.bias_in_step) bias = at::add(*p.b_ih, *p.b_hh);
+    const at::Tensor hist =
+        operands.empty() ? at::Tensor() : operands[d].narrow(2, operands[d].size(2) - P, P);
     std::vector<at::Tensor> res =
         forward(xproj.slice(2, d * G, (d + 1) * G), h0[d], c0[d], p.w_hh, p.w_hr, p.peep, bias,
-                p.ln, lengths, d == 1, s.kind, save, r.out.slice(2, d * P, (d + 1) * P));
+                p.ln, lengths, d == 1, s.kind, save, r.out.slice(2, d * P, (d + 1) * P), hist);
     h_n.push_back(res[0]);
     c_n.push_back(res[1].view({B, H}));
     std::vector<at::Tensor> kept;
@@ -115,28 +120,27 @@ inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Te
   return r;
 }
 
-// [x_t | h_{t-1}] at every step t of one direction, (T, B, I + P), in time order: h_{t-1} is
-// the direction's output one step earlier in its own order, or h0 at each sequence's first step
-// (t = 0 forward, t = len - 1 backward). Without x (I = 0), h_{t-1} alone. Rows past a
-// sequence's length meet a zero dz: h' there is finite (zeros or a state), x is the input as
-// given (the Python layer zeroes it past each length, so that NaN padding stays out).
-inline at::Tensor previous_inputs(const at::Tensor& x, const at::Tensor& out, const at::Tensor& h0,
-                                  const std::optional<at::Tensor>& lengths, bool reverse) {
-  const int64_t T = out.size(0), B = out.size(1), P = out.size(2);
+// The weight gradients' operand [x_t | h'_t] at every step t of one direction, (T, B, I + P), in
+// time order, where h'_t is the state the step at t starts from: the direction's output one step
+// earlier in its own order, or h0 at each sequence's first step (t = 0 forward, t = len - 1
+// backward). Without x (I = 0), h' alone. This writes x and h0; the forward loop writes the rest
+// of h' as it goes (History, recurrence.h), zeros past each length, where dz is zero. x is the
+// input as given (the Python layer zeroes it past each length, so that NaN padding stays out).
+inline at::Tensor previous_inputs(const at::Tensor& x, const at::Tensor& h0,
+                                  const std::optional<at::Tensor>& lengths, bool reverse,
+                                  int64_t T, int64_t B) {
+  const int64_t P = h0.size(1);
   const int64_t I = x.defined() ? x.size(2) : 0;
-  at::Tensor xh = pooled_empty({T, B, I + P}, out.options());
+  at::Tensor xh = pooled_empty({T, B, I + P}, h0.options());
   if (I > 0) xh.narrow(2, 0, I).copy_(x);
-  at::Tensor h = xh.narrow(2, I, P);
+  const at::Tensor h = xh.narrow(2, I, P);
   if (!reverse) {
     h[0].copy_(h0);
-    if (T > 1) h.slice(0, 1).copy_(out.slice(0, 0, T - 1));
-  } else {
+  } else if (!lengths) {
     h[T - 1].copy_(h0);
-    if (T > 1) h.slice(0, 0, T - 1).copy_(out.slice(0, 1));
-    if (lengths) {  // each sequence's first step backward is its last valid one
-      const at::Tensor rows = at::arange(B, lengths->options());
-      h.index_put_({*lengths - 1, rows}, h0);
-    }
+  } else {  // each sequence's first step backward is its last valid one
+    const at::Tensor rows = at::arange(B, lengths->options());
+    h.index_put_({*lengths - 1, rows}, h0);
   }
   return xh;
 }
@@ -184,7 +188,20 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
       at::TensorList params) {
     const LayerSpec s{kind, directions, proj, bias_in_step, project};
     const std::vector<DirectionParams> dirs = unpack(s, params);
-    LayerForward r = layer_forward(s, lengths, input, h0, c0, dirs, /*save=*/true);
+    bool need_w_ih = false, need_w_hh = false;  // x is saved only for W_ih's gradient
+    for (const auto& p : dirs) {
+      need_w_ih = need_w_ih || (p.w_ih.defined() && p.w_ih.requires_grad());
+      need_w_hh = need_w_hh || p.w_hh.requires_grad();
+    }
+    // The weight gradients' operand [x | h'], one contiguous buffer per direction, its h' filled
+    // by the forward loop: a copy of the output, so the caller may edit the returned output in
+    // place (an in-place ReLU or dropout) as with torch.nn.LSTM.
+    std::vector<at::Tensor> operands;
+    if (need_w_ih || need_w_hh)
+      for (int64_t d = 0; d < directions; ++d)
+        operands.push_back(previous_inputs(need_w_ih ? input : at::Tensor(), h0[d], lengths,
+                                           d == 1, input.size(0), input.size(1)));
+    LayerForward r = layer_forward(s, lengths, input, h0, c0, dirs, /*save=*/true, operands);
     ctx->set_materialize_grads(false);
     ctx->saved_data["kind"] = kind;
     ctx->saved_data["directions"] = directions;
@@ -194,21 +211,9 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     ctx->saved_data["lengths"] = lengths;
     ctx->saved_data["num_params"] = static_cast<int64_t>(params.size());
     ctx->saved_data["num_saved"] = static_cast<int64_t>(r.saved[0].size());
-    bool need_w_ih = false, need_w_hh = false;  // x is saved only for W_ih's gradient
-    for (const auto& p : dirs) {
-      need_w_ih = need_w_ih || (p.w_ih.defined() && p.w_ih.requires_grad());
-      need_w_hh = need_w_hh || p.w_hh.requires_grad();
-    }
-    // The weight gradients' operand [x | h'], one contiguous buffer per direction. It copies the
-    // output, so the caller may edit the returned output in place (an in-place ReLU or dropout)
-    // as with torch.nn.LSTM.
-    const int64_t P = h0.size(2);
     torch::autograd::variable_list keep{h0};
     for (int64_t d = 0; d < directions; ++d)
-      keep.push_back(need_w_ih || need_w_hh
-                         ? previous_inputs(need_w_ih ? input : at::Tensor(),
-                                           r.out.narrow(2, d * P, P), h0[d], lengths, d == 1)
-                         : at::Tensor());
+      keep.push_back(operands.empty() ? at::Tensor() : operands[d]);
     keep.insert(keep.end(), params.begin(), params.end());
     for (const auto& per_direction : r.saved) keep.insert(keep.end(), per_direction.begin(), per_direction.end());
     ctx->save_for_backward(keep);

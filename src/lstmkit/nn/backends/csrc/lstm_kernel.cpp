@@ -60,7 +60,14 @@ int64_t column_split_threads(int64_t batch, int64_t hidden, int64_t proj_size, i
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "lstmkit CPU kernel: LSTM forward/backward through time and streaming steps";
-  m.def("forward", &lstmkit::forward);
+  m.def("forward", [](const at::Tensor& xproj, const at::Tensor& h0, const at::Tensor& c0,
+                      const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr,
+                      const std::optional<at::Tensor>& peep, const std::optional<at::Tensor>& bias,
+                      const std::vector<at::Tensor>& ln, const std::optional<at::Tensor>& lengths,
+                      bool reverse, int64_t kind, bool save, at::Tensor out) {
+    return lstmkit::forward(xproj, h0, c0, w_hh, w_hr, peep, bias, ln, lengths, reverse, kind,
+                            save, out);
+  });
   m.def("backward", &lstmkit::backward);
   m.def("linear_forward", &lstmkit::linear_forward);
   m.def("weight_gradients", &lstmkit::weight_gradients);

@@ -33,16 +33,20 @@ from report import interleaved, lstm_call_ms
 from lstmkit.nn import LSTM
 from lstmkit.nn.backends import Placement, select_backend
 
-# (batch, steps, input, hidden, layers)
+# (batch, steps, input, hidden, layers, directions)
 SHAPES = [
-    (1, 100, 32, 128, 1),
-    (64, 100, 32, 128, 1),
-    (64, 100, 64, 256, 1),
-    (256, 200, 64, 256, 1),
-    (128, 96, 7, 512, 1),
-    (64, 128, 256, 512, 2),
-    (32, 35, 650, 650, 2),
-    (20, 70, 400, 1150, 1),
+    (1, 100, 32, 128, 1, 1),
+    (64, 100, 32, 128, 1, 1),
+    (64, 100, 64, 256, 1, 1),
+    (256, 200, 64, 256, 1, 1),
+    (128, 96, 7, 512, 1, 1),
+    (64, 128, 256, 512, 2, 1),
+    (32, 35, 650, 650, 2, 1),
+    (20, 70, 400, 1150, 1, 1),
+    # bidirectional: a small tagger, a text classifier over embeddings, speech frames
+    (32, 50, 16, 128, 1, 2),
+    (32, 200, 300, 128, 2, 2),
+    (8, 500, 40, 256, 3, 2),
 ]
 
 
@@ -70,7 +74,7 @@ def small_batch_rows(threads: int) -> list[dict]:
                 fns = {"fused": lambda m=fused, x=x: m(x), "kernel": lambda m=kernel, x=x: m(x)}
                 times = interleaved(fns, calls, warmup=10)
             f, k = (statistics.median(times[n]) * 1e3 for n in ("fused", "kernel"))
-            shape = (batch, 100, 32, hidden, 1)
+            shape = (batch, 100, 32, hidden, 1, 1)
             rows.append(
                 {
                     "shape": shape,
@@ -98,17 +102,18 @@ def small_batch_table(rows: list[dict], threads: int) -> list[str]:
 
 
 def median_ms(backend: str, shape: tuple[int, ...], repeats: int, train: bool) -> float:
-    batch, steps, inputs, hidden, layers = shape
+    batch, steps, inputs, hidden, layers, directions = shape
     torch.manual_seed(0)
-    lstm = LSTM(inputs, hidden, layers, backend=backend).train(train)
+    lstm = LSTM(inputs, hidden, layers, bidirectional=directions == 2, backend=backend)
+    lstm.train(train)
     x = torch.randn(batch, steps, inputs, requires_grad=train)
     return lstm_call_ms(lstm, x, train, repeats)
 
 
 def auto_choice(shape: tuple[int, ...], train: bool) -> str:
     """The backend ``auto`` runs this shape's first layer with, in this mode and at this batch."""
-    batch, _, inputs, hidden, layers = shape
-    config = LSTM(inputs, hidden, layers).config
+    batch, _, inputs, hidden, layers, directions = shape
+    config = LSTM(inputs, hidden, layers, bidirectional=directions == 2).config
     placement = Placement(torch.device("cpu"), torch.float32, batch)
     return select_backend(config, train, False, placement).name
 
@@ -168,7 +173,8 @@ def main() -> None:
         lines += small_batch_table(rows, args.threads)
     else:
         lines += [
-            "| (B, T, I, H, layers) | fused ms | kernel ms | kernel speed-up | auto picks |",
+            "| (B, T, I, H, layers, directions) | fused ms | kernel ms | kernel speed-up "
+            "| auto picks |",
             "|---|---|---|---|---|",
         ]
         lines += [

@@ -712,15 +712,19 @@ def test_disabled_kernel_falls_back_and_says_why(monkeypatch):
         (70, 600, 48),  # deeper than mm_small takes: oneDNN
     ],
 )
-@pytest.mark.parametrize("transposed", [False, True], ids=["rows", "views"])
-def test_products_over_all_steps_match_torch(two_threads, m, k, n, transposed):
+@pytest.mark.parametrize("layout", ["rows", "views", "strided-views"])
+def test_products_over_all_steps_match_torch(two_threads, m, k, n, layout):
     """mm_fast (csrc/gemm.h): small float products on every thread, a share of the rows each, the
-    rest on oneDNN or at::mm; operands given as transposed views too."""
+    rest on oneDNN or at::mm; operands given as transposed views too, and as transposes of
+    matrices whose rows lie apart (which mm_fast copies by rows before oneDNN sees them)."""
     torch.manual_seed(m + k + n)
     a, w = torch.randn(m, k), torch.randn(n, k)  # linear_forward(a, w) = a @ w.t()
-    if transposed:
+    if layout == "views":
         a = torch.randn(k, m).t()
         w = torch.randn(k, n).t()
+    if layout == "strided-views":
+        a = torch.randn(k, 2 * m)[:, m:].t()  # strides (1, 2m)
+        w = torch.randn(k, 3 * n)[:, :n].t()
     got = two_threads.linear_forward(a, w)
     torch.testing.assert_close(got, a @ w.t(), rtol=1e-5, atol=1e-4)
 
@@ -732,6 +736,7 @@ def test_weight_gradients_match_torch(two_threads):
     for dtype, (n, g, i, p) in (
         (torch.float32, (100, 512, 32, 128)),  # the two products
         (torch.float32, (600, 64, 8, 16)),  # deeper than mm_small takes: merged, copied out
+        (torch.float32, (2000, 64, 8, 16)),  # the same on oneDNN (da^T copied by rows first)
         (torch.float64, (9, 8, 3, 2)),  # merged, copied out
     ):
         da = torch.randn(n, 2 * g, dtype=dtype)[:, g:]  # a direction's slice, rows 2G apart

@@ -302,6 +302,16 @@ inline void mm_small(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) 
   }
 }
 
+// `m` as oneDNN's matmul takes it without a copy of its own: contiguous, or the transpose of a
+// contiguous matrix. ATen copies any other operand to contiguous first, and for the transpose of
+// a matrix whose rows lie apart (one direction's dz inside a bidirectional layer's (T, B, 2G)
+// gradient, transposed for the weight gradients) that copy reads column by column: 2.8 ms at
+// (32, 50, 16, 128) where copying the rows first and transposing the view takes 0.1 ms.
+inline at::Tensor onednn_operand(const at::Tensor& m) {
+  if (m.stride(0) == 1 && m.stride(1) > m.size(0) && m.size(1) > 1) return m.t().contiguous().t();
+  return m;
+}
+
 // out = beta * out + a @ b for 2-D tensors whose rows or columns are contiguous.
 inline void mm_fast(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, float beta) {
   if (a.size(0) == 0 || b.size(1) == 0) return;
@@ -314,7 +324,7 @@ inline void mm_fast(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, f
   // a million multiply-adds ATen's GEMM is the faster of the two.
   const bool large = a.size(0) * a.size(1) * b.size(1) >= (int64_t(1) << 20);
   if (large && &at::native::mkldnn_matmul != nullptr && a.scalar_type() == at::kFloat) {
-    at::native::mkldnn_matmul(a, b, out, beta, 1.0f);
+    at::native::mkldnn_matmul(onednn_operand(a), onednn_operand(b), out, beta, 1.0f);
   } else if (beta == 0.0f) {
     at::mm_out(out, a, b);
   } else {

@@ -588,7 +588,6 @@ def test_auto_runs_small_batch_inference_on_the_kernel(kernel):
                 (LSTM(3, 32).config, 16 * n + 1),  # 17 rows a thread x 32 > 512
                 (LSTM(3, 128).config, None),  # batch unknown (lstm.backend_choice)
                 (LSTM(3, 512).config, 2),  # above hidden 256: batch 1 only
-                (LSTM(3, 128, proj_size=64).config, 1),  # projections use the row split
                 (LSTM(3, 1024).config, 1),  # above KERNEL_MAX_HIDDEN
                 (LSTM(3, 128, cell="peephole").config, 64),  # fused cannot: the kernel
             ):
@@ -602,6 +601,65 @@ def test_auto_runs_small_batch_inference_on_the_kernel(kernel):
         )
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+def test_auto_takes_the_kernel_where_the_fused_kernel_leaves_onednn(kernel, training):
+    """PyTorch's fused LSTM runs projections and packed (variable-length) batches off oneDNN, on
+    a path the C++ kernel beat 1.7-7.3x at every measured shape, hidden 1150 included
+    (benchmarks/results/kernel_selection_fallback.md): there ``auto`` takes the kernel in both
+    modes, at any batch and above KERNEL_MAX_HIDDEN too. Full-length batches without a
+    projection keep the choice by batch and size."""
+    from lstmkit.nn.backends import select_backend
+
+    cpu = torch.device("cpu")
+    projection = (
+        "PyTorch's fused LSTM runs projections (proj_size > 0) off oneDNN, on a slower path"
+    )
+    packed = (
+        "PyTorch's fused LSTM runs sequences of different lengths packed, off oneDNN, on a "
+        "slower path"
+    )
+    for hidden in (128, 1024):
+        for batch in (None, 1, 64):  # None: the batch unknown (lstm.backend_choice)
+            config = LSTM(3, hidden, proj_size=32).config
+            got = select_backend(config, training, placement=Placement(cpu, torch.float32, batch))
+            assert got == ("kernel", f"fastest backend here: {projection}"), (hidden, batch)
+        for batch in (16, 64):  # (not small enough for the small-batch rule)
+            padded = Placement(cpu, torch.float32, batch, padded=True)
+            got = select_backend(LSTM(3, hidden).config, training, placement=padded)
+            assert got == ("kernel", f"fastest backend here: {packed}"), (hidden, batch)
+    full = Placement(cpu, torch.float32, 64)
+    assert select_backend(LSTM(3, 128).config, training, placement=full).name == (
+        "kernel" if training else "fused"
+    )
+    assert select_backend(LSTM(3, 1024).config, training, placement=full).name == "fused"
+    # the variants: fused cannot run them, so nothing changes
+    peephole = LSTM(3, 128, cell="peephole", proj_size=32).config
+    assert select_backend(peephole, training, placement=full).name == "kernel"
+
+
+def test_a_padded_call_tells_auto_so(kernel, monkeypatch):
+    """The layer passes the call's padding to ``select_backend``: lengths or a mask with a short
+    sequence, not lengths that are all full."""
+    from lstmkit.nn import recurrent
+
+    seen = []
+    choose = recurrent.select_backend
+
+    def spy(config, training, tracing=False, placement=None):
+        seen.append(placement.padded)
+        return choose(config, training, tracing, placement)
+
+    monkeypatch.setattr(recurrent, "select_backend", spy)
+    lstm = LSTM(3, 8, batch_first=True).eval()
+    x = torch.randn(2, 5, 3)
+    with torch.no_grad():
+        lstm(x)
+        lstm(x, lengths=torch.tensor([5, 5]))
+        lstm(x, lengths=torch.tensor([5, 2]))
+        lstm(x, mask=torch.tensor([[True] * 5, [True, True, True, False, False]]))
+    assert seen == [False, False, True, True]
 
 
 def test_auto_passes_the_kernel_over_and_says_why(kernel):

@@ -196,7 +196,7 @@ class LSTM(nn.Module):
         if padding is not None:  # padding never reaches a gradient, whatever it holds (NaN too)
             seq = seq.masked_fill(~padding.valid, 0.0)
         h0, c0 = self._initial_state(state, seq, unbatched)
-        placement = Placement(seq.device, seq.dtype, batch)
+        placement = Placement(seq.device, seq.dtype, batch, padded=lengths is not None)
         name = "reference" if record else select_backend(cfg, self.training, False, placement).name
         backend = BACKENDS[name]
 

@@ -54,6 +54,11 @@ INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "compiled", "referen
 # (most at the smallest layers, where a call of torch's is mostly fixed cost); the sweep finds
 # it faster at some larger batches too, which this rule leaves to torch. So inference follows
 # the training order there.
+# And except where PyTorch's fused LSTM leaves oneDNN on CPU: for projections (proj_size > 0)
+# and for batches whose sequences differ in length (which it runs packed), it falls back to a
+# slower implementation, and the C++ kernel measured 1.7-7.3x faster in inference and 2.4-5.2x
+# in training at every shape tried, hidden 1150 included
+# (benchmarks/results/kernel_selection_fallback.md). There both modes take the training order.
 # Where the fused kernel can run the same thing, the C++ kernel trains faster only while the
 # recurrent weights stay cache-sized (benchmarks/results/kernel_selection.md: faster up to
 # hidden 650, slower at hidden 1150).
@@ -77,7 +82,8 @@ def select_backend(
 
     ``placement`` (device and dtype of the layer's tensors, and the batch of the call when
     known) rules out backends that cannot run there; None skips that check. The batch matters
-    for inference only: see ``_small_batch_inference``.
+    for inference only (see ``_small_batch_inference``); the call's padding in both modes (see
+    ``_fused_off_onednn``).
     """
     if config.backend != "auto":
         reason = _unsupported(BACKENDS[config.backend], config, training, tracing, placement)
@@ -86,10 +92,11 @@ def select_backend(
         return BackendChoice(config.backend, f"backend={config.backend!r} was requested")
     passed_over: list[str] = []
     small = _small_batch_inference(config, training, placement)
-    order = PREFERENCE if training or small else INFERENCE_PREFERENCE
+    off_onednn = _fused_off_onednn(config, placement)
+    order = PREFERENCE if training or small or off_onednn else INFERENCE_PREFERENCE
     for name in order:
         reason = _unsupported(BACKENDS[name], config, training, tracing, placement)
-        if reason is None and name == "kernel":
+        if reason is None and name == "kernel" and off_onednn is None:
             reason = _kernel_slower(config, training, tracing, placement)
         if reason is None and name == "compiled":
             reason = _compiled_off_gpu(placement)
@@ -102,6 +109,8 @@ def select_backend(
                     f"fastest backend at {placement.batch} row(s): at batches this small the "
                     "C++ kernel's forward pass beats PyTorch's"
                 )
+            elif off_onednn and name == "kernel" and not passed_over:
+                why = f"fastest backend here: {off_onednn}"
             return BackendChoice(name, why)
         passed_over.append(reason)
     raise RuntimeError("no backend can run this configuration: " + "; ".join(passed_over))
@@ -124,6 +133,21 @@ def _small_batch_inference(config: LSTMConfig, training: bool, placement: Placem
         return True
     rows = -(-placement.batch // threads)  # per thread
     return rows * config.hidden_size <= SMALL_BATCH_MAX_WORK
+
+
+def _fused_off_onednn(config: LSTMConfig, placement: Placement | None) -> str | None:
+    """Why PyTorch's fused LSTM would run off oneDNN on this CPU call, or None (see PREFERENCE
+    above): it runs projections and packed, variable-length batches on a slower path."""
+    if placement is None or placement.device.type != "cpu" or config.cell != "lstm":
+        return None
+    if config.proj_size:
+        return "PyTorch's fused LSTM runs projections (proj_size > 0) off oneDNN, on a slower path"
+    if placement.padded:
+        return (
+            "PyTorch's fused LSTM runs sequences of different lengths packed, off oneDNN, on a "
+            "slower path"
+        )
+    return None
 
 
 def _kernel_slower(

@@ -68,12 +68,14 @@ class LayerOutput(NamedTuple):
 
 
 class Placement(NamedTuple):
-    """Where a layer's tensors live (and, for a call, its batch): backends that run only on some
-    devices or dtypes check it, and ``auto`` consults the batch for inference."""
+    """Where a layer's tensors live (and, for a call, its batch and whether its sequences differ
+    in length): backends that run only on some devices or dtypes check it, and ``auto`` consults
+    the call's batch and padding."""
 
     device: torch.device
     dtype: torch.dtype
     batch: int | None = None  # rows of the call being run, where known
+    padded: bool = False  # the call's sequences differ in length (lengths or a mask)
 
 
 class Backend(Protocol):

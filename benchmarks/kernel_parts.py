@@ -10,7 +10,8 @@ At (B, T, I, H) = (1, 1, 32, 128) (a call that is all fixed cost), (1, 100, 32, 
   (forward, ``out.sum()``, backward); the same three for the layer's C++ autograd node called
   directly (time-major input, no module around it);
 - the C++ recurrence alone, forward (saving what backward needs) and backward through time,
-  called directly;
+  called directly (the forward without writing h' into the weight gradients' operand, which
+  a training call's forward loop also does);
 - the GEMMs of the layer: the input projection, dx, and the weight gradients as the layer
   computes them (``weight_gradients`` in ``csrc/layer.h``: in float below 16M multiply-adds, a
   copy of dz^T with contiguous rows and two products, dW_ih = dz^T x and dW_hh = dz^T h', each

@@ -16,11 +16,21 @@ import torch
 
 
 def short_commit() -> str:
-    """The checkout's commit, abbreviated; "unknown" outside a git checkout."""
+    """The checkout's commit, abbreviated, and whether tracked files differ from it; "unknown"
+    outside a git checkout."""
     out = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     )
-    return out.stdout.strip() or "unknown"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    commit = out.stdout.strip() or "unknown"
+    return commit + (
+        " with uncommitted changes" if out.stdout.strip() and dirty.stdout.strip() else ""
+    )
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:

@@ -135,12 +135,24 @@ class LSTM(nn.Module):
     def backend_choice(self) -> BackendChoice:
         """Which backend runs this layer in its current mode (train/eval), and why.
 
-        The batch is not known here: in eval mode a call with only a few rows may run on the
-        C++ kernel instead (see ``select_backend``).
+        The call is not known here: in eval mode a call with only a few rows may run on the
+        C++ kernel instead, and so may a call whose sequences differ in length in either mode,
+        which the reason then says (see ``select_backend``).
         """
         weight = self.cells[0].weight_ih
         placement = Placement(weight.device, weight.dtype)
-        return select_backend(self.config, self.training, placement=placement)
+        choice = select_backend(self.config, self.training, placement=placement)
+        padded = select_backend(
+            self.config, self.training, placement=placement._replace(padded=True)
+        )
+        if padded.name == choice.name:
+            return choice
+        why = padded.reason.removeprefix("fastest backend here: ")
+        return BackendChoice(
+            choice.name,
+            f"{choice.reason}; a call whose sequences differ in length (lengths or mask) runs on "
+            f"the {padded.name} backend: {why}",
+        )
 
     def stream(self, batch_size: int = 1) -> StreamingLSTM:
         """A stepper that feeds this layer one observation at a time (``lstmkit.nn.streaming``)."""

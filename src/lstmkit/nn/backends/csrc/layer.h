@@ -124,7 +124,7 @@ inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Te
 // time order, where h'_t is the state the step at t starts from: the direction's output one step
 // earlier in its own order, or h0 at each sequence's first step (t = 0 forward, t = len - 1
 // backward). Without x (I = 0), h' alone. This writes x and h0; the forward loop writes the rest
-// of h' as it goes (History, recurrence.h), zeros past each length, where dz is zero. x is the
+// of h' as it goes (History, recurrence.h), finite past each length, where dz is zero. x is the
 // input as given (the Python layer zeroes it past each length, so that NaN padding stays out).
 inline at::Tensor previous_inputs(const at::Tensor& x, const at::Tensor& h0,
                                   const std::optional<at::Tensor>& lengths, bool reverse,

@@ -73,7 +73,8 @@ CellParams<T> cell_params(int64_t kind, int64_t H, const std::optional<at::Tenso
 // The h' half of the weight gradients' operand [x_t | h'_t] (layer.h), filled by the forward
 // loop as it writes each h: h'_t, the state the step at time t starts from, is h at time t - 1
 // going forward and at t + 1 going backward (the layer writes h0 at each row's first step).
-// Positions past a row's length meet a zero dz and are written zero, never left unset. Writing
+// Positions past a row's length meet a zero dz; none is left unset (going forward, position len
+// holds h at len - 1, the last valid step's, and the rest zeros; backward, all zeros). Writing
 // here while h is in cache spares a pass over the output after the loop (at (64, 100, 32, 128)
 // a copy of 3.3 MB that took about 0.2 ms).
 template <typename T>

@@ -34,14 +34,14 @@ from report import interleaved, short_commit, write_report
 HERE = Path(__file__).resolve().parent
 
 
-def child(shape: list[int], backend: str, reps: int, threads: int) -> dict:
+def child(shape: list[int], backend: str, reps: int, threads: int, bidirectional: bool) -> dict:
     """Median ms of ours and torch's training call and forward pass at ``shape``."""
     from lstmkit.nn import LSTM
 
     torch.set_num_threads(threads)
     batch, steps, inputs, hidden = shape
     torch.manual_seed(0)
-    theirs = torch.nn.LSTM(inputs, hidden, batch_first=True)
+    theirs = torch.nn.LSTM(inputs, hidden, batch_first=True, bidirectional=bidirectional)
     ours = LSTM.from_torch(theirs, backend=backend)
     x = torch.randn(batch, steps, inputs).requires_grad_()
 
@@ -71,6 +71,7 @@ def run_version(src: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child"]
     cmd += ["--shape", *map(str, args.shape), "--backend", args.backend]
     cmd += ["--reps", str(args.reps), "--threads", str(args.threads)]
+    cmd += ["--bidirectional"] if args.bidirectional else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, str(HERE)])}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -112,8 +113,10 @@ def summarize(runs: list[dict]) -> dict:
 
 def markdown(report: dict) -> str:
     b, t, i, h = report["shape"]
+    layer = ", bidirectional" if report.get("bidirectional") else ""
     lines = [
-        f"# A/B at (B, T, I, H) = ({b}, {t}, {i}, {h}): two versions of lstmkit, alternating",
+        f"# A/B at (B, T, I, H) = ({b}, {t}, {i}, {h}){layer}: two versions of lstmkit, "
+        "alternating",
         "",
         f"- command: `{report['command']}`",
         f"- date: {report['date']}; commit of this checkout: {report['commit']}; "
@@ -157,11 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=8, help="processes per version")
     parser.add_argument("--reps", type=int, default=300, help="timed calls per side and process")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bidirectional", action="store_true", help="a bidirectional layer")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "ab.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.shape, args.backend, args.reps, args.threads)))
+        print(
+            json.dumps(child(args.shape, args.backend, args.reps, args.threads, args.bidirectional))
+        )
         return
     if not args.old:
         parser.error("--old is required: the src directory of the version to compare against")
@@ -182,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         "threads": args.threads,
         "torch": torch.__version__,
         "shape": args.shape,
+        "bidirectional": args.bidirectional,
         "old": args.old,
         "new": args.new,
         "old_commit": commit_of(args.old),

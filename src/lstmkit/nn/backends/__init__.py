@@ -56,7 +56,7 @@ INFERENCE_PREFERENCE: tuple[str, ...] = ("fused", "kernel", "compiled", "referen
 # the training order there.
 # And except where PyTorch's fused LSTM leaves oneDNN on CPU: for projections (proj_size > 0)
 # and for batches whose sequences differ in length (which it runs packed), it falls back to a
-# slower implementation, and the C++ kernel measured 1.7-7.3x faster in inference and 2.4-5.2x
+# slower implementation, and the C++ kernel measured 1.7-7.3x faster in inference and 2.3-5.0x
 # in training at every shape tried, hidden 1150 included
 # (benchmarks/results/kernel_selection_fallback.md). There both modes take the training order.
 # Where the fused kernel can run the same thing, the C++ kernel trains faster only while the

@@ -228,7 +228,8 @@ def _normed_projection(cells: list[LSTMCell], x: Tensor) -> Tensor:
 class _Linear(torch.autograd.Function):
     """x W^T (x 2-D) and its backward on the kernel's products (``mm_fast``: oneDNN's AVX-512
     GEMM, pooled outputs), for the layer-norm cell's input projection, which runs ahead of the
-    C++ node: ATen's mm ran its three products at about a third of that rate here."""
+    C++ node: ATen's mm took 1.6-2.3x as long for each of its three products at
+    (64, 100, 32, 128) here."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor) -> Tensor:

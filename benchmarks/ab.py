@@ -34,15 +34,22 @@ from report import interleaved, short_commit, write_report
 HERE = Path(__file__).resolve().parent
 
 
-def child(shape: list[int], backend: str, reps: int, threads: int, bidirectional: bool) -> dict:
-    """Median ms of ours and torch's training call and forward pass at ``shape``."""
+def child(
+    shape: list[int], backend: str, reps: int, threads: int, bidirectional: bool, cell: str
+) -> dict:
+    """Median ms of ours and torch's training call and forward pass at ``shape`` (torch's the
+    standard cell's, a yardstick, when ``cell`` is a variant)."""
     from lstmkit.nn import LSTM
 
     torch.set_num_threads(threads)
     batch, steps, inputs, hidden = shape
     torch.manual_seed(0)
     theirs = torch.nn.LSTM(inputs, hidden, batch_first=True, bidirectional=bidirectional)
-    ours = LSTM.from_torch(theirs, backend=backend)
+    if cell == "lstm":
+        ours = LSTM.from_torch(theirs, backend=backend)
+    else:
+        options = dict(bidirectional=bidirectional, batch_first=True, cell=cell)
+        ours = LSTM(inputs, hidden, backend=backend, **options)
     x = torch.randn(batch, steps, inputs).requires_grad_()
 
     def train(model):
@@ -72,6 +79,7 @@ def run_version(src: str, args: argparse.Namespace) -> dict:
     cmd += ["--shape", *map(str, args.shape), "--backend", args.backend]
     cmd += ["--reps", str(args.reps), "--threads", str(args.threads)]
     cmd += ["--bidirectional"] if args.bidirectional else []
+    cmd += ["--cell", args.cell]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, str(HERE)])}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -114,6 +122,8 @@ def summarize(runs: list[dict]) -> dict:
 def markdown(report: dict) -> str:
     b, t, i, h = report["shape"]
     layer = ", bidirectional" if report.get("bidirectional") else ""
+    if report.get("cell", "lstm") != "lstm":
+        layer += f", the {report['cell']} cell (torch: the standard cell, as a yardstick)"
     lines = [
         f"# A/B at (B, T, I, H) = ({b}, {t}, {i}, {h}){layer}: two versions of lstmkit, "
         "alternating",
@@ -161,12 +171,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=300, help="timed calls per side and process")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bidirectional", action="store_true", help="a bidirectional layer")
+    parser.add_argument("--cell", default="lstm", help="lstmkit's cell (torch runs lstm)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "ab.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(
-            json.dumps(child(args.shape, args.backend, args.reps, args.threads, args.bidirectional))
+            json.dumps(
+                child(
+                    args.shape,
+                    args.backend,
+                    args.reps,
+                    args.threads,
+                    args.bidirectional,
+                    args.cell,
+                )
+            )
         )
         return
     if not args.old:
@@ -189,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "shape": args.shape,
         "bidirectional": args.bidirectional,
+        "cell": args.cell,
         "old": args.old,
         "new": args.new,
         "old_commit": commit_of(args.old),

@@ -83,6 +83,33 @@ def test_layer_norm_cell_golden():
     torch.testing.assert_close(state.h, torch.tensor([[0.6036502342, -0.6036502342]]))
 
 
+def test_layer_norm_input_projection_adds_both_biases_after_the_norm():
+    # The projection of the golden test above, x = 1: LN(W_x x) per unit is
+    # (v - .25) / sqrt(.0125 + 1e-5) for v = .1 .1 .2 .2 .3 .3 .4 .4. With gain 2, shift 0.05,
+    # b_ih 0.1 and b_hh 0.2 each unit is 2 LN + 0.35; without biases, 2 LN + 0.05. The
+    # gradient of sum(w * projection) with respect to each bias (and the shift) is w itself.
+    values = [0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.4, 0.4]
+    normed = [(v - 0.25) / (0.0125 + 1e-5) ** 0.5 for v in values]
+    w = torch.arange(1.0, 9.0, dtype=torch.float64)[None]
+    for bias, offset in ((True, 0.35), (False, 0.05)):
+        cell = LayerNormLSTMCell(1, 2, bias=bias).double()
+        with torch.no_grad():
+            cell.weight_ih.copy_(torch.tensor(values)[:, None])
+            cell.norm_input.weight.fill_(2.0)
+            cell.norm_input.bias.fill_(0.05)
+            if bias:
+                cell.bias_ih.fill_(0.1)
+                cell.bias_hh.fill_(0.2)
+        projection = cell.project_input(torch.ones(1, 1, dtype=torch.float64))
+        expected = torch.tensor([[2 * n + offset for n in normed]], dtype=torch.float64)
+        torch.testing.assert_close(projection, expected)
+        (w * projection).sum().backward()
+        torch.testing.assert_close(cell.norm_input.bias.grad, w[0])
+        if bias:
+            torch.testing.assert_close(cell.bias_ih.grad, w[0])
+            torch.testing.assert_close(cell.bias_hh.grad, w[0])
+
+
 def test_cifg_cell_couples_gates():
     # I=1, H=1, all weights 0.5, biases 0; x=1, h0=0.2, c0=1: f = σ(0.6) = 0.645656,
     # i = 1 - f = 0.354344, g = tanh(0.6) = 0.537050, c = 0.645656 + 0.354344*0.537050 = 0.835956

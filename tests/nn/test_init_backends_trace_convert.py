@@ -139,6 +139,22 @@ def test_auto_passes_over_the_kernel_where_it_measured_slower():
     assert LSTM(3, 1024, cell="peephole").train().backend_choice.name == "kernel"
 
 
+def test_the_layers_backend_choice_never_builds_the_kernel(monkeypatch):
+    """``backend_choice`` in eval mode names the fused kernel without building the C++ one;
+    what a padded call would run on is added only once the kernel's fate is known."""
+    import lstmkit.nn.backends.kernel as kernel
+
+    def build(*_):
+        raise AssertionError("backend_choice consulted the C++ kernel")
+
+    monkeypatch.setattr(kernel, "kernel_unavailable", build)
+    monkeypatch.setattr(kernel, "_state", {})  # as in a fresh process
+    monkeypatch.delenv(kernel.DISABLE_ENV, raising=False)
+    assert LSTM(3, 128).eval().explain_backend() == (
+        "fused backend: fastest backend for this configuration"
+    )
+
+
 def test_large_batch_inference_never_builds_the_kernel(monkeypatch):
     """Choosing the fused kernel for a large eval batch must not build the C++ kernel (a
     first build takes from half a minute to minutes): the row-split case is decided in Python."""

@@ -835,6 +835,22 @@ def test_weight_gradients_match_torch(two_threads):
         torch.testing.assert_close(dw_hh, da.t() @ operand[:, i:], rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("frozen", [False, True], ids=["weight-trained", "weight-frozen"])
+def test_the_layer_norm_projection_on_the_kernels_products(kernel, frozen):
+    """The layer-norm cell's x W_ih^T runs on the kernel's GEMM (``_Linear``): gradcheck in
+    float64, from a transposed input (as batch-first input gives) and with W_ih frozen."""
+    from lstmkit.nn.backends.kernel import _Linear
+
+    torch.manual_seed(5)
+    x = torch.randn(7, 40, dtype=torch.float64).t().requires_grad_()  # (40, 7), a view
+    weight = torch.randn(12, 7, dtype=torch.float64, requires_grad=not frozen)
+    assert torch.autograd.gradcheck(_Linear.apply, (x, weight))
+    out = _Linear.apply(x, weight)
+    torch.testing.assert_close(out, x @ weight.t())
+    out.sum().backward()
+    assert (weight.grad is None) == frozen
+
+
 def test_products_of_mismatched_shapes_are_refused(kernel):
     with pytest.raises(RuntimeError, match=r"mm_small: cannot multiply \[100, 3\] by \[7, 4\]"):
         load_kernel().linear_forward(torch.randn(100, 3), torch.randn(4, 7))

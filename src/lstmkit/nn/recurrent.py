@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from lstmkit.data.padding import check_lengths, mask_to_lengths
 from lstmkit.nn.backends import BACKENDS, BackendChoice, LayerRun, Placement, select_backend
 from lstmkit.nn.backends.base import padding_for
+from lstmkit.nn.backends.kernel import kernel_tried
 from lstmkit.nn.cell import LSTMCell
 from lstmkit.nn.config import LSTMConfig
 from lstmkit.nn.dropout import LockedDropout, WeightDrop, Zoneout, dropout_mask
@@ -137,11 +138,14 @@ class LSTM(nn.Module):
 
         The call is not known here: in eval mode a call with only a few rows may run on the
         C++ kernel instead, and so may a call whose sequences differ in length in either mode,
-        which the reason then says (see ``select_backend``).
+        which the reason then says once this process has built the kernel or found it
+        unavailable (asking before would build it; see ``select_backend``).
         """
         weight = self.cells[0].weight_ih
         placement = Placement(weight.device, weight.dtype)
         choice = select_backend(self.config, self.training, placement=placement)
+        if choice.name != "fused" or not kernel_tried():
+            return choice  # (asking what a padded call runs on would build the kernel now)
         padded = select_backend(
             self.config, self.training, placement=placement._replace(padded=True)
         )

@@ -13,7 +13,8 @@ for the input projections of every step and direction, then the recurrence:
 The biases b = b_ih + b_hh enter in the step, not in the projection: adding them there is free,
 where a projection with biases first writes them into every row of its (T, B, 4H) output. The
 layer-norm cell normalises the projection before its biases, so they stay in it there, and
-its projection runs in PyTorch ops ahead of the node. A C++ node rather than Python autograd
+its projection runs ahead of the node (its products on the kernel's GEMM, its norm in
+PyTorch ops, the biases in the norm's shift). A C++ node rather than Python autograd
 Functions: at batch 1 a training call is mostly per-call overhead.
 
 It runs the standard, peephole, layer-norm and coupled-gate (CIFG) cells with projections,
@@ -40,6 +41,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from lstmkit.nn.backends.base import LayerOutput, LayerRun, Placement, active_transform
 from lstmkit.nn.cell import LSTMCell
@@ -80,6 +82,12 @@ def kernel_unavailable() -> str | None:
             _state["error"] = f"the C++ kernel could not be built ({build_failure(error)})"
             logger.warning("lstmkit kernel unavailable: %s", error)
     return _state.get("error")
+
+
+def kernel_tried() -> bool:
+    """Whether this process has decided if the C++ kernel can run (built and loaded it, found it
+    disabled, or failed to build it), so that ``kernel_unavailable`` answers without a build."""
+    return os.environ.get(DISABLE_ENV, "") not in ("", "0") or bool(_state)
 
 
 _CAUSE = re.compile(r"error|not found|no such file|cannot|fatal|permission denied", re.I)
@@ -225,7 +233,7 @@ def _normed_projection(cells: list[LSTMCell], x: Tensor) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
-class _Linear(torch.autograd.Function):
+class _Linear(torch.autograd.Function):  # (the C++ layer node refuses double backward first)
     """x W^T (x 2-D) and its backward on the kernel's products (``mm_fast``: oneDNN's AVX-512
     GEMM, pooled outputs), for the layer-norm cell's input projection, which runs ahead of the
     C++ node: ATen's mm took 1.6-2.3x as long for each of its three products at
@@ -237,6 +245,7 @@ class _Linear(torch.autograd.Function):
         return load_kernel().linear_forward(x, weight)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         x, weight = ctx.saved_tensors
         kernel = load_kernel()

@@ -89,20 +89,7 @@ def run_version(src: str, args: argparse.Namespace) -> dict:
 
 def commit_of(src: str) -> str:
     """The commit of the git checkout holding ``src``, abbreviated, or "unknown"."""
-    out = subprocess.run(
-        ["git", "-C", src, "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    dirty = subprocess.run(
-        ["git", "-C", src, "status", "--porcelain", "--untracked-files=no", "--", "."],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    commit = out.stdout.strip() or "unknown"
-    return commit + (" with uncommitted changes" if dirty.stdout.strip() else "")
+    return short_commit(src)
 
 
 def summarize(runs: list[dict]) -> dict:

@@ -15,22 +15,22 @@ from pathlib import Path
 import torch
 
 
-def short_commit() -> str:
-    """The checkout's commit, abbreviated, and whether tracked files differ from it; "unknown"
-    outside a git checkout."""
-    out = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    )
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    commit = out.stdout.strip() or "unknown"
-    return commit + (
-        " with uncommitted changes" if out.stdout.strip() and dirty.stdout.strip() else ""
-    )
+def short_commit(where: str | None = None) -> str:
+    """The commit of the checkout holding ``where`` (default: the working directory's),
+    abbreviated, and whether tracked files there differ from it; "unknown" outside a git
+    checkout."""
+    git = ["git"] if where is None else ["git", "-C", where]
+    scope = [] if where is None else ["--", "."]
+
+    def run(*args: str) -> str:
+        done = subprocess.run([*git, *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    commit = run("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown"
+    dirty = run("status", "--porcelain", "--untracked-files=no", *scope)
+    return commit + (" with uncommitted changes" if dirty else "")
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:

@@ -401,6 +401,39 @@ def test_outputs_edited_in_place_after_the_forward(
         torch.testing.assert_close(grads[1][name], value, atol=1e-10, rtol=1e-10, msg=name)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg", "layernorm"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_retained_graph_gives_the_same_gradients_at_every_backward(kernel, cell, bidirectional):
+    """A one-direction layer's backward writes dz over the saved gates, and its forward saves the
+    gates over the input projection, where autograd frees the saved tensors after the pass. With
+    retain_graph=True it must not: each backward through the kept graph gives the same
+    gradients, through .backward and torch.autograd.grad alike."""
+    torch.manual_seed(8)
+    reference = _perturbed(
+        LSTM(5, 16, bidirectional=bidirectional, cell=cell, backend="reference"), torch.float64
+    )
+    ours = _with_backend(reference, "kernel")
+    x0 = torch.randn(4, 7, 5, dtype=torch.float64)
+    lengths = torch.tensor([7, 3, 6, 1])
+    expected = None
+    for lstm in (reference, ours):
+        x = x0.clone().requires_grad_()
+        out, (h, c) = lstm(x, lengths=lengths)
+        loss = (out * out).sum() + (c * h).sum()
+        params = list(lstm.parameters())
+        rounds = [torch.autograd.grad(loss, [x, *params], retain_graph=True) for _ in range(3)]
+        loss.backward()  # the last one frees the graph
+        rounds.append((x.grad, *(p.grad for p in params)))
+        if expected is None:
+            expected = rounds[0]
+        for k, grads in enumerate(rounds):
+            names = ["x", *dict(lstm.named_parameters())]
+            for name, got, value in zip(names, grads, expected, strict=True):
+                torch.testing.assert_close(
+                    got, value, atol=1e-10, rtol=1e-10, msg=f"backward {k + 1}, {name}"
+                )
+
+
 @pytest.mark.parametrize("cell", ["lstm", "layernorm"])  # the node projects x, or takes it
 @pytest.mark.parametrize(
     "wanted", ["input", "weights", "input_weights_only", "recurrent_weights_only", "h_n_only"]

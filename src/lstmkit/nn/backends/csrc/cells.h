@@ -118,44 +118,65 @@ struct LNSaved {
   T* rstd_c = nullptr;  // scalar
 };
 
-// Forward of one row. `z` (4H; 3H for CIFG) holds W_hh h' on entry and the activated gates
-// [i f g o] ([f g o]) on exit; `x` (the same width) is the input projection (biases included).
-// Writes c (H) and m (H).
+// The layer-norm cell's forward of one row (cell_forward_row): the activated gates over z.
 template <typename T>
-inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* c_prev, T* c,
-                             T* m, const LNSaved<T>& ln, T* scratch) {
+inline void cell_forward_row_ln(const CellParams<T>& p, T* z, const T* x, const T* c_prev, T* c,
+                                T* m, const LNSaved<T>& ln, T* scratch) {
   const int64_t H = p.H;
   T* zi = z;
   T* zf = z + H;
   T* zg = z + 2 * H;
   T* zo = z + 3 * H;
-  if (p.kind == kLayerNorm) {
-    const T rstd = normalize_row(z, 4 * H, p.eps);
-    if (ln.xhat_h != nullptr) {
-      std::memcpy(ln.xhat_h, z, sizeof(T) * 4 * H);
-      *ln.rstd_h = rstd;
-    }
+  const T rstd = normalize_row(z, 4 * H, p.eps);
+  if (ln.xhat_h != nullptr) {
+    std::memcpy(ln.xhat_h, z, sizeof(T) * 4 * H);
+    *ln.rstd_h = rstd;
+  }
 #pragma omp simd
-    for (int64_t j = 0; j < 4 * H; ++j) z[j] = z[j] * p.ln_h_w[j] + p.ln_h_b[j] + x[j];
+  for (int64_t j = 0; j < 4 * H; ++j) z[j] = z[j] * p.ln_h_w[j] + p.ln_h_b[j] + x[j];
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
-      const T i = sigmoid(zi[j]), f = sigmoid(zf[j]), g = tanh_approx(zg[j]);
-      zi[j] = i;
-      zf[j] = f;
-      zg[j] = g;
-      zo[j] = sigmoid(zo[j]);
-      c[j] = f * c_prev[j] + i * g;
-      scratch[j] = c[j];
-    }
-    const T rstd_c = normalize_row(scratch, H, p.eps);
-    if (ln.xhat_c != nullptr) {
-      std::memcpy(ln.xhat_c, scratch, sizeof(T) * H);
-      *ln.rstd_c = rstd_c;
-    }
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = sigmoid(zi[j]), f = sigmoid(zf[j]), g = tanh_approx(zg[j]);
+    zi[j] = i;
+    zf[j] = f;
+    zg[j] = g;
+    zo[j] = sigmoid(zo[j]);
+    c[j] = f * c_prev[j] + i * g;
+    scratch[j] = c[j];
+  }
+  const T rstd_c = normalize_row(scratch, H, p.eps);
+  if (ln.xhat_c != nullptr) {
+    std::memcpy(ln.xhat_c, scratch, sizeof(T) * H);
+    *ln.rstd_c = rstd_c;
+  }
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j)
-      m[j] = zo[j] * tanh_approx(scratch[j] * p.ln_c_w[j] + p.ln_c_b[j]);
-  } else if (p.kind == kPeephole) {
+  for (int64_t j = 0; j < H; ++j)
+    m[j] = zo[j] * tanh_approx(scratch[j] * p.ln_c_w[j] + p.ln_c_b[j]);
+}
+
+// Forward of one row. `z` (4H; 3H for CIFG) holds W_hh h' on entry; `x` (the same width) is the
+// input projection (biases included). Writes the activated gates [i f g o] ([f g o]) to `gates`
+// (z when null; it may be x too: each unit's gates are read before they are written), c (H)
+// and m (H).
+template <typename T>
+inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* c_prev, T* c,
+                             T* m, const LNSaved<T>& ln, T* scratch, T* gates = nullptr) {
+  const int64_t H = p.H;
+  if (gates == nullptr) gates = z;
+  if (p.kind == kLayerNorm) {  // z is the norm's workspace; the gates go out at the end
+    cell_forward_row_ln(p, z, x, c_prev, c, m, ln, scratch);
+    if (gates != z) std::memcpy(gates, z, sizeof(T) * 4 * H);
+    return;
+  }
+  const T* zi = z;
+  const T* zf = z + H;
+  const T* zg = z + 2 * H;
+  const T* zo = z + 3 * H;
+  T* oi = gates;
+  T* of = gates + H;
+  T* og = gates + 2 * H;
+  T* oo = gates + 3 * H;
+  if (p.kind == kPeephole) {
     const T* pi = p.peep;
     const T* pf = p.peep + H;
     const T* po = p.peep + 2 * H;
@@ -167,10 +188,10 @@ inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* 
       const T g = tanh_approx(zg[j] + x[2 * H + j]);
       const T cn = f * cp + i * g;
       const T o = sigmoid(zo[j] + x[3 * H + j] + po[j] * cn);
-      zi[j] = i;
-      zf[j] = f;
-      zg[j] = g;
-      zo[j] = o;
+      oi[j] = i;
+      of[j] = f;
+      og[j] = g;
+      oo[j] = o;
       c[j] = cn;
       m[j] = o * tanh_approx(cn);
     }
@@ -181,9 +202,9 @@ inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* 
       const T g = tanh_approx(z[H + j] + x[H + j]);
       const T o = sigmoid(z[2 * H + j] + x[2 * H + j]);
       const T cn = f * c_prev[j] + (T(1) - f) * g;
-      z[j] = f;
-      z[H + j] = g;
-      z[2 * H + j] = o;
+      gates[j] = f;
+      gates[H + j] = g;
+      gates[2 * H + j] = o;
       c[j] = cn;
       m[j] = o * tanh_approx(cn);
     }
@@ -195,10 +216,10 @@ inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* 
       const T g = tanh_approx(zg[j] + x[2 * H + j]);
       const T o = sigmoid(zo[j] + x[3 * H + j]);
       const T cn = f * c_prev[j] + i * g;
-      zi[j] = i;
-      zf[j] = f;
-      zg[j] = g;
-      zo[j] = o;
+      oi[j] = i;
+      of[j] = f;
+      og[j] = g;
+      oo[j] = o;
       c[j] = cn;
       m[j] = o * tanh_approx(cn);
     }

@@ -122,7 +122,8 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
                                           const std::vector<at::Tensor>& ln,
                                           const std::optional<at::Tensor>& lengths,
                                           bool reverse, int64_t kind, bool save,
-                                          at::Tensor& out, const at::Tensor& hist) {
+                                          at::Tensor& out, const at::Tensor& hist,
+                                          bool over_input) {
   const Shapes n{xproj.size(0), xproj.size(1), c0.size(1), xproj.size(2), h0.size(1)};
   const bool proj = w_hr.has_value();
   const auto opts = xproj.options();
@@ -130,8 +131,15 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
   const at::Tensor whr_t = proj ? transposed_blocks(*w_hr) : at::Tensor();   // (H, P), blocks
   const int64_t* len = lengths ? lengths->data_ptr<int64_t>() : nullptr;
   const bool ln_cell = kind == kLayerNorm;
+  // `over_input`: the saved gates go over xproj (the caller's own buffer, contiguous, read in
+  // step order), each step's product into a (B, G) buffer that stays in cache. Saves a (T, B, G)
+  // buffer the size of xproj; the backward pass writes dz over it in turn (layer.h).
+  const bool over = save && over_input;
+  TORCH_CHECK(!over || (xproj.is_contiguous() && !reverse),
+              "gates over the projection: expected a contiguous projection read forward");
   Saved sv;
-  sv.gates = pooled_empty({save ? n.T : 1, n.B, n.G}, opts);
+  sv.gates = over ? xproj : pooled_empty({save ? n.T : 1, n.B, n.G}, opts);
+  const at::Tensor zstep = over ? at::empty({n.B, n.G}, opts) : at::Tensor();
   sv.cells = pooled_empty({save ? n.T + 1 : 2, n.B, n.H}, opts);
   if (save && ln_cell) {
     sv.xhat_h = pooled_empty({n.T, n.B, n.G}, opts);
@@ -163,7 +171,7 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
     const int64_t r0 = n.B * tid / nth, r1 = n.B * (tid + 1) / nth, rows = r1 - r0;
     T* scr = scratch.data_ptr<T>() + tid * 4 * n.H;
     for (int64_t s = 0; s < n.T; ++s) {
-      T* z = gates + (save ? s : 0) * n.B * n.G;
+      T* z = over ? zstep.data_ptr<T>() : gates + (save ? s : 0) * n.B * n.G;
       const T* c_prev = cells + (save ? s : s % 2) * n.B * n.H;
       T* c_next = cells + (save ? s + 1 : (s + 1) % 2) * n.B * n.H;
       gemm_blocks(rows, n.G, n.P, hp + r0 * n.P, n.P, whh, z + r0 * n.G, n.G);
@@ -190,7 +198,8 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
           for (int64_t j = 0; j < n.G; ++j) scr[j] = xr[j] + bp[j];
           xr = scr;
         }
-        cell_forward_row(p, z + b * n.G, xr, c_prev + b * n.H, c_next + b * n.H, m_row, lns, scr);
+        cell_forward_row(p, z + b * n.G, xr, c_prev + b * n.H, c_next + b * n.H, m_row, lns, scr,
+                         over ? x.row(t, b) : nullptr);
         if (!proj) {
           std::memcpy(o.row(t, b), m_row, sizeof(T) * n.P);
           hs.put(t, b, m_row, n.P);

@@ -25,9 +25,13 @@ inline int64_t gate_blocks(int64_t kind) { return kind == kCIFG ? 3 : 4; }
 // loops over it vectorise; double uses the library's exp.
 __attribute__((always_inline)) inline float exp_approx(float x) {
   x = std::min(std::max(x, -87.3f), 88.3f);  // in this order a NaN passes (torch's does too)
-  // n = round(x / ln 2), truncating x/ln2 ± 1/2 (branches and std::floor block vectorising)
-  const int32_t ni = static_cast<int32_t>(x * 1.44269504088896341f + std::copysign(0.5f, x));
-  const float n = static_cast<float>(ni);
+  // n = round(x / ln 2): adding 1.5 * 2^23 leaves it in the low bits of t (|x / ln 2| < 2^22).
+  // Two float ops where truncating x / ln 2 ± 1/2 took a copysign and two conversions: the
+  // plain cell's forward of 32 rows of 128 units, 6.7 -> 5.6 µs; the same worst error over all
+  // floats (exp 1 ulp, tanh 3, checked exhaustively).
+  const float t = x * 1.44269504088896341f + 12582912.0f;
+  const int32_t ni = __builtin_bit_cast(int32_t, t) - 0x4B400000;
+  const float n = t - 12582912.0f;
   const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;

@@ -10,6 +10,7 @@
 //   pair_forward(xq, hh, c0, peep, kind), pair_backward(dh, xq, hh, c0, peep, kind)
 //                                                       one step for every (state, input) pair
 //   weight_gradients(da, operand, inputs)               dW_ih, dW_hh as the layer computes them
+//   activation(x, name)                                 the cells' exp, sigmoid or tanh
 //   set_column_split_min_work(n)                        small-batch threading threshold
 // All tensors are CPU, float32 or float64; time-major (T, B, F) with the last dim contiguous.
 #include <torch/extension.h>
@@ -30,6 +31,28 @@ at::Tensor empty(const std::vector<int64_t>& shape, const at::Tensor& like) {
 void release_buffers() { BufferPool::instance().release(); }
 
 int64_t held_bytes() { return BufferPool::instance().held_bytes(); }
+
+// One of the cells' activations ("exp", "sigmoid" or "tanh") of every element of a float32
+// or float64 tensor, as the loops compute it (tests check its error against float64).
+at::Tensor activation(const at::Tensor& x, const std::string& name) {
+  TORCH_CHECK(name == "exp" || name == "sigmoid" || name == "tanh",
+              "activation: expected 'exp', 'sigmoid' or 'tanh', got '", name, "'");
+  const at::Tensor in = x.contiguous();
+  at::Tensor out = at::empty_like(in);
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "lstmkit_activation", [&] {
+    const scalar_t* a = in.data_ptr<scalar_t>();
+    scalar_t* b = out.data_ptr<scalar_t>();
+    const int64_t n = in.numel();
+    if (name == "exp") {
+      for (int64_t i = 0; i < n; ++i) b[i] = exp_approx(a[i]);
+    } else if (name == "sigmoid") {
+      for (int64_t i = 0; i < n; ++i) b[i] = sigmoid(a[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) b[i] = tanh_approx(a[i]);
+    }
+  });
+  return out;
+}
 
 bool has_onednn_matmul() { return &at::native::mkldnn_matmul != nullptr; }
 
@@ -74,6 +97,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("layer", &lstmkit::layer);
   m.def("pair_forward", &lstmkit::pair_forward);
   m.def("pair_backward", &lstmkit::pair_backward);
+  m.def("activation", &lstmkit::activation);
   m.def("has_onednn_matmul", &lstmkit::has_onednn_matmul);
   m.def("set_column_split_min_work", &lstmkit::set_column_split_min_work);
   m.def("column_split_threads", &lstmkit::column_split_threads);

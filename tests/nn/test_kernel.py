@@ -481,6 +481,25 @@ def test_a_retained_graph_gives_the_same_gradients_at_every_backward(kernel, cel
                 )
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_training_call_keeps_one_buffer_for_projection_gates_and_dz(kernel, bidirectional):
+    """Where autograd frees the graph after backward, dz goes over the saved gates, which went
+    over the input projection: the pool then holds one (T, B, D*4H) buffer fewer than when
+    the graph is kept (which must leave the gates as they are)."""
+    torch.manual_seed(9)
+    lstm = LSTM(8, 64, bidirectional=bidirectional, backend="kernel")
+    x = torch.randn(40, 100, 8)  # (T, B, D*4H) = 100 x 40 x D*256 floats: 4 or 8 MiB
+    held = {}
+    for retain in (True, False):
+        load_kernel().release_buffers()
+        out, _ = lstm(x)
+        out.sum().backward(retain_graph=retain)
+        held[retain] = load_kernel().held_bytes()
+    load_kernel().release_buffers()
+    projection = 100 * 40 * 256 * (2 if bidirectional else 1) * 4
+    assert held[True] - held[False] >= projection, held
+
+
 @pytest.mark.parametrize("cell", ["lstm", "layernorm"])  # the node projects x, or takes it
 @pytest.mark.parametrize(
     "wanted", ["input", "weights", "input_weights_only", "recurrent_weights_only", "h_n_only"]

@@ -50,7 +50,7 @@ std::vector<at::Tensor> backward_direction(
   const TimeMajor<T> dx = time_major<T>(grad_xproj);
   const std::optional<TimeMajor<T>> go =
       grad_out ? std::optional<TimeMajor<T>>(time_major<T>(g_out)) : std::nullopt;
-  const T* gates = gates_t.data_ptr<T>();
+  const TimeMajor<T> gv = time_major<T>(gates_t);  // in time order, as dz (Saved, recurrence.h)
   const T* cells = cells_t.data_ptr<T>();
 
   const int64_t ncol = column_threads(n, kind, proj);
@@ -103,7 +103,7 @@ std::vector<at::Tensor> backward_direction(
           lns.rstd_c = saved[5].data_ptr<T>() + s * n.B + b;
         }
         T* m_out = proj ? m_hist.data_ptr<T>() + (t * n.B + b) * n.H : nullptr;
-        cell_backward_row(p, gates + (s * n.B + b) * n.G, cells + (s * n.B + b) * n.H,
+        cell_backward_row(p, gv.row(t, b), cells + (s * n.B + b) * n.H,
                           cells + ((s + 1) * n.B + b) * n.H, dmp + b * n.H, dcp + b * n.H,
                           dx.row(t, b), dap + b * n.G, lns, g_acc, m_out, scr);
         if (with_bias) {  // the step's biases: dz, as written to dx (plain and peephole cells)

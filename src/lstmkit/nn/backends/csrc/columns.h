@@ -170,7 +170,7 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
         }
         cell_forward_row(p, zb, xl, c_prev + b * n.H + u0, c_next + b * n.H + u0,
                          h_nxt + b * n.P + u0, no_ln, static_cast<T*>(nullptr));
-        if (save) scatter_gates(zb, nb, n.H, u0, nu, gp + (s * n.B + b) * n.G);
+        if (save) scatter_gates(zb, nb, n.H, u0, nu, gp + (t * n.B + b) * n.G);  // time order
         std::memcpy(o.row(t, b) + u0, h_nxt + b * n.P + u0, sizeof(T) * nu);
         hs.put(t, b, h_nxt + b * n.P + u0, nu, u0);
       }
@@ -228,7 +228,7 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
   T* peeps = scratch + nt * per_thread;
   T* rows = peeps + 3 * n.H;
   at::Tensor local_db = at::zeros({with_bias ? nt : 0, n.G}, opts.dtype(at::kDouble));  // (nb nu)
-  const T* gates = gates_t.data_ptr<T>();
+  const TimeMajor<T> gv = time_major<T>(gates_t);  // in time order, as dz (Saved, recurrence.h)
   const T* cells = cells_t.data_ptr<T>();
   const T* whh = w_hh.data_ptr<T>();
   T* dcp = dc.data_ptr<T>();
@@ -290,7 +290,7 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
 #pragma omp simd
           for (int64_t j = 0; j < nu; ++j) dm[j] += g[j];
         }
-        gather_gates(gates + (s * n.B + b) * n.G, nb, n.H, u0, nu, gl);
+        gather_gates(gv.row(t, b), nb, n.H, u0, nu, gl);
         cell_backward_row(p, gl, cells + (s * n.B + b) * n.H + u0,
                           cells + ((s + 1) * n.B + b) * n.H + u0, dm, dcp + b * n.H + u0, dzb,
                           dzb, no_ln, g_acc, static_cast<T*>(nullptr), static_cast<T*>(nullptr));

@@ -107,7 +107,7 @@ inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Te
     std::vector<at::Tensor> res =
         forward(xproj.slice(2, d * G, (d + 1) * G), h0[d], c0[d], p.w_hh, p.w_hr, p.peep, bias,
                 p.ln, lengths, d == 1, s.kind, save, r.out.slice(2, d * P, (d + 1) * P), hist,
-                /*over_input=*/s.project && s.directions == 1);
+                /*over_input=*/s.project);
     h_n.push_back(res[0]);
     c_n.push_back(res[1].view({B, H}));
     std::vector<at::Tensor> kept;
@@ -182,6 +182,25 @@ inline std::vector<at::Tensor> weight_gradients(const at::Tensor& da, const at::
   return {dw_ih, dw_hh};
 }
 
+// Every direction's saved gates as one (T, B, D*G) tensor laid out as dz, (B*D*G, D*G, 1), when
+// they lie so (direction d's G columns at d*G of each row), else undefined. `first`: the index of
+// direction 0's saved gates in `kept`, each direction's `per` tensors after it.
+inline at::Tensor gates_in_one(const torch::autograd::variable_list& kept, int64_t first,
+                               int64_t per, int64_t directions) {
+  const at::Tensor& g0 = kept[first];
+  const int64_t T = g0.size(0), B = g0.size(1), G = g0.size(2), W = directions * G;
+  const auto lies_as_dz = [&](const at::Tensor& g, int64_t d) {
+    return g.size(0) == T && g.size(1) == B && g.size(2) == G && g.stride(2) == 1 &&
+           (B == 1 || g.stride(1) == W) && (T == 1 || g.stride(0) == B * W) &&
+           g.storage().is_alias_of(g0.storage()) &&
+           g.storage_offset() == g0.storage_offset() + d * G;
+  };
+  for (int64_t d = 0; d < directions; ++d)
+    if (!lies_as_dz(kept[first + d * per], d)) return at::Tensor();
+  if (directions == 1 && g0.is_contiguous()) return g0;
+  return g0.as_strided({T, B, W}, {B * W, W, 1}, g0.storage_offset());
+}
+
 struct LayerFunction : public torch::autograd::Function<LayerFunction> {
   static torch::autograd::variable_list forward(
       torch::autograd::AutogradContext* ctx, int64_t kind, int64_t directions, bool proj,
@@ -246,14 +265,17 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     const at::Tensor& gates0 = kept[first_param + num_params];  // (T, B, G), saved first
     const int64_t T = gates0.size(0), B = gates0.size(1), P = h0.size(2);
     const int64_t G = dirs[0].w_hh.size(0);  // 4H (3H for the CIFG cell)
-    // dz, the gradient of the input projection (every element written by the backward loops).
-    // One direction, where autograd frees the saved tensors after this pass: written over the
-    // saved gates, which the loop reads row by row just before it writes the same row's dz
-    // (recurrence.h; going forward, time and step order agree). That keeps a (T, B, G) buffer
-    // out of the cache: at (64, 100, 32, 128) 13 MB of the call's 50, beside a 32 MB L3.
-    const bool overwrite = s.directions == 1 && !torch::autograd::get_current_graph_task_keep_graph();
+    // dz, the gradient of the input projection (every element written by the backward loops),
+    // written over the saved gates where autograd frees the saved tensors after this pass: the
+    // loops read each row (t, b) of the gates just before they write the same row of dz, and
+    // the gates are saved in time order (recurrence.h). That keeps a buffer of (T, B, D*G) out of
+    // the cache: at (64, 100, 32, 128) 13 MB of the call's 50, beside a 32 MB L3. Every
+    // direction's gates must lie as dz does: one direction's contiguous (T, B, G), or all of them
+    // in the one (T, B, D*G) projection they were written over (the row split with `project`).
+    const at::Tensor over = gates_in_one(kept, first_param + num_params, num_saved, s.directions);
+    const bool overwrite = over.defined() && !torch::autograd::get_current_graph_task_keep_graph();
     at::Tensor grad_xproj =
-        overwrite ? gates0 : pooled_empty({T, B, s.directions * G}, gates0.options());
+        overwrite ? over : pooled_empty({T, B, s.directions * G}, gates0.options());
     std::vector<at::Tensor> dh0, dc0;
     std::vector<std::vector<at::Tensor>> dparams(s.directions);
     for (int64_t d = 0; d < s.directions; ++d) {

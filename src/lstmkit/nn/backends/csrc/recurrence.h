@@ -105,7 +105,8 @@ inline History<T> history(const at::Tensor& hist, bool reverse) {
 
 // Saved for the backward pass (all in step order; empty when not saving).
 struct Saved {
-  at::Tensor gates;   // (T, B, G) activated [i f g o], G = 4H ([f g o], 3H, for CIFG)
+  at::Tensor gates;   // (T, B, G) activated [i f g o], G = 4H ([f g o], 3H, for CIFG), in time
+                      // order (row (t, b), as xproj and dz), rows contiguous
   at::Tensor cells;   // (T+1, B, H) c_s, with c_0 first
   at::Tensor xhat_h;  // (T, B, 4H) layer norm only
   at::Tensor rstd_h;  // (T, B)
@@ -131,15 +132,14 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
   const at::Tensor whr_t = proj ? transposed_blocks(*w_hr) : at::Tensor();   // (H, P), blocks
   const int64_t* len = lengths ? lengths->data_ptr<int64_t>() : nullptr;
   const bool ln_cell = kind == kLayerNorm;
-  // `over_input`: the saved gates go over xproj (the caller's own buffer, contiguous, read in
-  // step order), each step's product into a (B, G) buffer that stays in cache. Saves a (T, B, G)
-  // buffer the size of xproj; the backward pass writes dz over it in turn (layer.h).
+  // Each step's product goes to a (B, G) buffer that stays in cache; the cell writes the
+  // activated gates from there to where they are saved, at each row's time t: over xproj itself
+  // with `over_input` (the caller's own buffer, each row read just before it is written), which
+  // spares a buffer the size of xproj (the backward pass writes dz over them in turn: layer.h).
   const bool over = save && over_input;
-  TORCH_CHECK(!over || (xproj.is_contiguous() && !reverse),
-              "gates over the projection: expected a contiguous projection read forward");
   Saved sv;
-  sv.gates = over ? xproj : pooled_empty({save ? n.T : 1, n.B, n.G}, opts);
-  const at::Tensor zstep = over ? at::empty({n.B, n.G}, opts) : at::Tensor();
+  sv.gates = over ? xproj : save ? pooled_empty({n.T, n.B, n.G}, opts) : at::Tensor();
+  const at::Tensor zstep = pooled_empty({n.B, n.G}, opts);
   sv.cells = pooled_empty({save ? n.T + 1 : 2, n.B, n.H}, opts);
   if (save && ln_cell) {
     sv.xhat_h = pooled_empty({n.T, n.B, n.G}, opts);
@@ -156,7 +156,8 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
   const CellParams<T> p = cell_params<T>(kind, n.H, peep, ln);
   const TimeMajor<T> x = time_major<T>(xproj), o = time_major<T>(out);
   const History<T> hs = history<T>(hist, reverse);
-  T* gates = sv.gates.data_ptr<T>();
+  const TimeMajor<T> saved_gates = save ? time_major<T>(sv.gates) : TimeMajor<T>{nullptr, 0, 0};
+  T* z = zstep.data_ptr<T>();
   T* cells = sv.cells.data_ptr<T>();
   T* hp = h.data_ptr<T>();
   T* mp = m.data_ptr<T>();
@@ -171,7 +172,6 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
     const int64_t r0 = n.B * tid / nth, r1 = n.B * (tid + 1) / nth, rows = r1 - r0;
     T* scr = scratch.data_ptr<T>() + tid * 4 * n.H;
     for (int64_t s = 0; s < n.T; ++s) {
-      T* z = over ? zstep.data_ptr<T>() : gates + (save ? s : 0) * n.B * n.G;
       const T* c_prev = cells + (save ? s : s % 2) * n.B * n.H;
       T* c_next = cells + (save ? s + 1 : (s + 1) % 2) * n.B * n.H;
       gemm_blocks(rows, n.G, n.P, hp + r0 * n.P, n.P, whh, z + r0 * n.G, n.G);
@@ -199,7 +199,7 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
           xr = scr;
         }
         cell_forward_row(p, z + b * n.G, xr, c_prev + b * n.H, c_next + b * n.H, m_row, lns, scr,
-                         over ? x.row(t, b) : nullptr);
+                         save ? saved_gates.row(t, b) : nullptr);
         if (!proj) {
           std::memcpy(o.row(t, b), m_row, sizeof(T) * n.P);
           hs.put(t, b, m_row, n.P);

@@ -260,14 +260,16 @@ def _ulps(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "name,worst,low,high",
-    [("exp", 1, -87.0, 88.0), ("sigmoid", 2, -87.0, None), ("tanh", 3, None, None)],
+    [("exp", 2, -87.0, 88.0), ("sigmoid", 3, -87.0, None), ("tanh", 4, None, None)],
 )
 def test_the_float_activations_stay_within_their_ulps(kernel, name, worst, low, high):
     """The cells' float exp, sigmoid and tanh (Cephes' polynomials, written to vectorise) against
-    float64, rounded: within 1, 2 and 3 units in the last place (the worst over every float,
-    found exhaustively, beside the kernel). Here every 509th float bit pattern, and densely
-    where the pieces meet: 0 and |x| = 0.625 (tanh's two forms), the rounding of x / ln 2.
-    Sigmoid is not held below -87, where the exp's clamp leaves 1e-38 for a subnormal."""
+    float64, rounded: within 2, 3 and 4 units in the last place. The worst over every float was
+    1, 2 and 3 here (found exhaustively, with this CPU's fused multiply-adds); one more allows
+    for a compiler or CPU that rounds the polynomials' steps apart, while a coefficient wrong in
+    its sixth digit is off by dozens. Here every 509th float bit pattern, and densely where the
+    pieces meet: 0 and |x| = 0.625 (tanh's two forms), the rounding of x / ln 2. Sigmoid is not
+    held below -87, where the exp's clamp leaves 1e-38 for a subnormal."""
     patterns = torch.arange(0, 1 << 32, 509, dtype=torch.int64)
     every = (patterns - (1 << 32) * (patterns >= 1 << 31)).to(torch.int32).view(torch.float32)
     dense = torch.cat([torch.linspace(-2, 2, 400_001), torch.linspace(0.62, 0.63, 100_001)]).to(
@@ -451,8 +453,8 @@ def test_outputs_edited_in_place_after_the_forward(
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg", "layernorm"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_a_retained_graph_gives_the_same_gradients_at_every_backward(kernel, cell, bidirectional):
-    """A one-direction layer's backward writes dz over the saved gates, and its forward saves the
-    gates over the input projection, where autograd frees the saved tensors after the pass. With
+    """The backward pass writes dz over the saved gates (which the forward saved over the input
+    projection, in the row split), where autograd frees the saved tensors after the pass. With
     retain_graph=True it must not: each backward through the kept graph gives the same
     gradients, through .backward and torch.autograd.grad alike."""
     torch.manual_seed(8)

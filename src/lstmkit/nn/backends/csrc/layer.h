@@ -272,6 +272,8 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
     // the cache: at (64, 100, 32, 128) 13 MB of the call's 50, beside a 32 MB L3. Every
     // direction's gates must lie as dz does: one direction's contiguous (T, B, G), or all of them
     // in the one (T, B, D*G) projection they were written over (the row split with `project`).
+    // (A saved-tensor pack hook that keeps its own reference to the gates sees them turn into
+    // dz; autograd's own use of them ends here.)
     const at::Tensor over = gates_in_one(kept, first_param + num_params, num_saved, s.directions);
     const bool overwrite = over.defined() && !torch::autograd::get_current_graph_task_keep_graph();
     at::Tensor grad_xproj =

@@ -103,7 +103,8 @@ inline History<T> history(const at::Tensor& hist, bool reverse) {
   return {hist.data_ptr<T>(), hist.stride(0), hist.stride(1), hist.size(0), reverse};
 }
 
-// Saved for the backward pass (all in step order; empty when not saving).
+// Saved for the backward pass: the gates in time order, the rest in step order (s; t = s going
+// forward, t = len - 1 - s backward). Undefined when not saving (the cells then hold two steps).
 struct Saved {
   at::Tensor gates;   // (T, B, G) activated [i f g o], G = 4H ([f g o], 3H, for CIFG), in time
                       // order (row (t, b), as xproj and dz), rows contiguous

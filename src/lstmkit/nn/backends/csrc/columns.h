@@ -106,7 +106,8 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
                                         const std::optional<at::Tensor>& bias,
                                         const std::optional<at::Tensor>& lengths, bool reverse,
                                         int64_t kind, bool save, at::Tensor& out,
-                                        const at::Tensor& hist, int64_t nt) {
+                                        const at::Tensor& hist, int64_t nt,
+                                        const at::Tensor& h_out, const at::Tensor& c_out) {
   const Shapes n{xproj.size(0), xproj.size(1), c0.size(1), xproj.size(2), h0.size(1)};
   const auto opts = xproj.options();
   const at::Tensor whh = w_hh.contiguous();
@@ -117,9 +118,9 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
   const int64_t* len = lengths ? lengths->data_ptr<int64_t>() : nullptr;
   at::Tensor gates = pooled_empty({save ? n.T : 1, n.B, n.G}, opts);
   at::Tensor cells = pooled_empty({save ? n.T + 1 : 2, n.B, n.H}, opts);
-  cells[0].copy_(c0);
+  load_state(c0, cells.data_ptr<T>());
   at::Tensor hbuf = at::empty({2, n.B, n.P}, opts);
-  hbuf[0].copy_(h0);
+  load_state(h0, hbuf.data_ptr<T>());
   at::Tensor scratch = at::empty({nt, n.B * n.G + n.G}, opts);  // per thread: z (B, nb nu), x
   const TimeMajor<T> x = time_major<T>(xproj), o = time_major<T>(out);
   const History<T> hs = history<T>(hist, reverse);
@@ -177,8 +178,8 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
       barrier.wait(nth, sense);
     }
   }
-  const at::Tensor h_n = hbuf[n.T % 2].clone();
-  const at::Tensor c_n = cells[save ? n.T : n.T % 2].clone();
+  const at::Tensor h_n = final_state(hb + (n.T % 2) * n.B * n.P, h_out, {n.B, n.P}, opts);
+  const at::Tensor c_n = final_state(cp + (save ? n.T : n.T % 2) * n.B * n.H, c_out, {n.B, n.H}, opts);
   if (!save) return {h_n, c_n};
   return {h_n, c_n, gates, cells, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
 }

@@ -14,7 +14,9 @@ inline std::vector<at::Tensor> forward(const at::Tensor& xproj, const at::Tensor
                                 const std::vector<at::Tensor>& ln,
                                 const std::optional<at::Tensor>& lengths, bool reverse,
                                 int64_t kind, bool save, at::Tensor out,
-                                const at::Tensor& hist = at::Tensor(), bool over_input = false) {
+                                const at::Tensor& hist = at::Tensor(), bool over_input = false,
+                                const at::Tensor& h_out = at::Tensor(),
+                                const at::Tensor& c_out = at::Tensor()) {
   TORCH_CHECK(!bias || (bias->is_contiguous() && bias->numel() == xproj.size(2)),
               "bias must be contiguous with one value per gate pre-activation");
   TORCH_CHECK(xproj.stride(2) == 1 && out.stride(2) == 1, "last dim must be contiguous");
@@ -23,10 +25,11 @@ inline std::vector<at::Tensor> forward(const at::Tensor& xproj, const at::Tensor
   const int64_t ncol = column_threads(n, kind, w_hr.has_value());
   AT_DISPATCH_FLOATING_TYPES(xproj.scalar_type(), "lstmkit_forward", [&] {
     result = ncol > 1 ? forward_columns<scalar_t>(xproj, h0, c0, w_hh, peep, bias, lengths,
-                                                  reverse, kind, save, out, hist, ncol)
+                                                  reverse, kind, save, out, hist, ncol, h_out,
+                                                  c_out)
                       : forward_direction<scalar_t>(xproj, h0, c0, w_hh, w_hr, peep, bias, ln,
                                                     lengths, reverse, kind, save, out, hist,
-                                                    over_input);
+                                                    over_input, h_out, c_out);
   });
   return result;
 }

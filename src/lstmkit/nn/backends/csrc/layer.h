@@ -97,7 +97,10 @@ inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Te
   }
   const int64_t G = xproj.size(2) / s.directions, P = h0.size(2), H = c0.size(2);
   r.out = pooled_empty({T, B, s.directions * P}, xproj.options());
-  std::vector<at::Tensor> h_n, c_n;
+  // each direction writes its final state into its row: new tensors, never views (autograd lets
+  // a caller edit a custom node's outputs in place only when they are not views)
+  r.h_n = at::empty({s.directions, B, P}, xproj.options());
+  r.c_n = at::empty({s.directions, B, H}, xproj.options());
   for (int64_t d = 0; d < s.directions; ++d) {
     const DirectionParams& p = dirs[d];
     std::optional<at::Tensor> bias;
@@ -107,18 +110,12 @@ inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Te
     std::vector<at::Tensor> res =
         forward(xproj.slice(2, d * G, (d + 1) * G), h0[d], c0[d], p.w_hh, p.w_hr, p.peep, bias,
                 p.ln, lengths, d == 1, s.kind, save, r.out.slice(2, d * P, (d + 1) * P), hist,
-                /*over_input=*/s.project);
-    h_n.push_back(res[0]);
-    c_n.push_back(res[1].view({B, H}));
+                /*over_input=*/s.project, r.h_n[d], r.c_n[d]);
     std::vector<at::Tensor> kept;
     for (size_t k = 2; k < res.size(); ++k)
       if (res[k].defined()) kept.push_back(res[k]);
     r.saved.push_back(std::move(kept));
   }
-  // stacked copies, never views: autograd lets a caller edit a custom node's outputs in place
-  // only when they are not views
-  r.h_n = at::stack(h_n);
-  r.c_n = at::stack(c_n);
   return r;
 }
 
@@ -134,15 +131,25 @@ inline at::Tensor previous_inputs(const at::Tensor& x, const at::Tensor& h0,
   const int64_t P = h0.size(1);
   const int64_t I = x.defined() ? x.size(2) : 0;
   at::Tensor xh = pooled_empty({T, B, I + P}, h0.options());
-  if (I > 0) xh.narrow(2, 0, I).copy_(x);
-  const at::Tensor h = xh.narrow(2, I, P);
-  if (!reverse) {
-    h[0].copy_(h0);
-  } else if (!lengths) {
-    h[T - 1].copy_(h0);
-  } else {  // each sequence's first step backward is its last valid one
-    const at::Tensor rows = at::arange(B, lengths->options());
-    h.index_put_({*lengths - 1, rows}, h0);
+  // row by row (at batch 1 ATen's copies of the two slices cost more than the data they move)
+  const int64_t size = xh.element_size(), W = I + P;
+  char* dst = static_cast<char*>(xh.data_ptr());
+  if (I > 0 && (x.stride(2) != 1 || x.scalar_type() != xh.scalar_type())) {
+    xh.narrow(2, 0, I).copy_(x);
+  } else if (I > 0) {
+    const char* src = static_cast<const char*>(x.data_ptr());
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t b = 0; b < B; ++b)
+        std::memcpy(dst + (t * B + b) * W * size, src + (t * x.stride(0) + b * x.stride(1)) * size,
+                    I * size);
+  }
+  // h0 at each sequence's first step: t = 0 forward; backward its last valid one
+  const at::Tensor h0c = h0.contiguous();  // (B, P)
+  const char* h = static_cast<const char*>(h0c.data_ptr());
+  const int64_t* len = lengths ? lengths->data_ptr<int64_t>() : nullptr;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t t = !reverse ? 0 : len ? len[b] - 1 : T - 1;
+    std::memcpy(dst + ((t * B + b) * W + I) * size, h + b * P * size, P * size);
   }
   return xh;
 }

@@ -103,6 +103,25 @@ inline History<T> history(const at::Tensor& hist, bool reverse) {
   return {hist.data_ptr<T>(), hist.stride(0), hist.stride(1), hist.size(0), reverse};
 }
 
+// A state (B, n) into `dst`, B n values: a memcpy where ATen's copy_ costs about a microsecond,
+// as much as the rest of a batch-1 step.
+template <typename T>
+inline void load_state(const at::Tensor& src, T* dst) {
+  const at::Tensor s = src.is_contiguous() ? src : src.contiguous();
+  std::memcpy(dst, s.data_ptr<T>(), sizeof(T) * s.numel());
+}
+
+// A final state, B n values at `src`, in `slot` (its row of the layer's h_n or c_n, contiguous)
+// or, without one, in a new tensor of `shape`.
+template <typename T>
+inline at::Tensor final_state(const T* src, const at::Tensor& slot, at::IntArrayRef shape,
+                              const at::TensorOptions& opts) {
+  TORCH_CHECK(!slot.defined() || slot.is_contiguous(), "final_state: the slot must be contiguous");
+  at::Tensor out = slot.defined() ? slot : at::empty(shape, opts);
+  std::memcpy(out.data_ptr<T>(), src, sizeof(T) * out.numel());
+  return out;
+}
+
 // Saved for the backward pass: the gates in time order, the rest in step order (s; t = s going
 // forward, t = len - 1 - s backward). Undefined when not saving (the cells then hold two steps).
 struct Saved {
@@ -125,7 +144,8 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
                                           const std::optional<at::Tensor>& lengths,
                                           bool reverse, int64_t kind, bool save,
                                           at::Tensor& out, const at::Tensor& hist,
-                                          bool over_input) {
+                                          bool over_input, const at::Tensor& h_out,
+                                          const at::Tensor& c_out) {
   const Shapes n{xproj.size(0), xproj.size(1), c0.size(1), xproj.size(2), h0.size(1)};
   const bool proj = w_hr.has_value();
   const auto opts = xproj.options();
@@ -148,8 +168,10 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
     sv.xhat_c = pooled_empty({n.T, n.B, n.H}, opts);
     sv.rstd_c = pooled_empty({n.T, n.B}, opts);
   }
-  sv.cells[0].copy_(c0);
-  at::Tensor h = h0.contiguous().clone();                       // (B, P) the running state
+  load_state(c0, sv.cells.data_ptr<T>());
+  TORCH_CHECK(!h_out.defined() || h_out.is_contiguous(), "forward: h_out must be contiguous");
+  at::Tensor h = h_out.defined() ? h_out : at::empty({n.B, n.P}, opts);  // (B, P) the running
+  load_state(h0, h.data_ptr<T>());                                        // state, h_n at the end
   at::Tensor m = at::empty({n.B, n.H}, opts);                   // (B, H) before projection
   at::Tensor h_new = proj ? at::empty({n.B, n.P}, opts) : at::Tensor();
   const int64_t nt = thread_count(n.B, n.B * n.G * n.P);
@@ -219,7 +241,8 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
       }
     }
   }
-  const at::Tensor c_n = sv.cells[save ? n.T : n.T % 2].clone();
+  const at::Tensor c_n =
+      final_state(cells + (save ? n.T : n.T % 2) * n.B * n.H, c_out, {n.B, n.H}, opts);
   if (!save) return {h, c_n};
   return {h, c_n, sv.gates, sv.cells, sv.xhat_h, sv.rstd_h, sv.xhat_c, sv.rstd_c};
 }

@@ -10,6 +10,10 @@
 // Sense-reversing: each thread flips its own sense at every wait; the last to arrive resets the
 // count and publishes the new sense, which releases the others. The count's acq_rel and the
 // sense's release/acquire make every write before the barrier visible after it.
+//
+// A wait is an arrive() and an await_all(), which a thread may also call apart, with work
+// between them that needs nothing from the others: that work then overlaps their arrival and
+// the cache line's trip between the CPUs (the unit split's forward loop, columns.h).
 #pragma once
 
 #include <atomic>
@@ -36,6 +40,13 @@ class SpinBarrier {
   // `threads`: the team's size (omp_get_num_threads() inside the region); `sense`: the calling
   // thread's own flag, 0 before its first wait.
   void wait(int64_t threads, int& sense) {
+    arrive(threads, sense);
+    await_all(sense);
+  }
+
+  // This thread has done its share of the step: its writes so far are visible to any thread
+  // whose await_all() for this barrier returns.
+  void arrive(int64_t threads, int& sense) {
     sense ^= 1;
     if (count_.fetch_add(1, std::memory_order_acq_rel) == threads - 1) {
       count_.store(0, std::memory_order_relaxed);
@@ -43,8 +54,12 @@ class SpinBarrier {
       // not move ahead of this store (a sleeper would be missed)
       sense_.store(sense, std::memory_order_seq_cst);
       sense_.notify_all();
-      return;
     }
+  }
+
+  // Returns once every thread has arrived at the barrier this thread last arrived at (`sense`
+  // as that arrive() left it).
+  void await_all(int sense) {
     for (int64_t spins = 0, limit = barrier_spins(); spins < limit; ++spins) {
       if (sense_.load(std::memory_order_acquire) == sense) return;
       LSTMKIT_PAUSE();

@@ -6,13 +6,18 @@
 // per call: transposed for the forward product, as they are for the backward one), so each
 // thread reads only its share of W_hh per step:
 //
-//   forward:   z[:, own] = h' @ W_hh[own]^T            (B, 4 nu; 3 nu for CIFG)
+//   forward:   z[:, own] = h'[:, own] @ W_hh[own, own]^T (B, 4 nu; 3 nu for CIFG): h' of its own
+//                                                     units, which this thread wrote itself
+//              barrier (await): the other threads' units of h'
+//              z[:, own] += h'[:, rest] @ W_hh[own, rest]^T
 //              gates, c[:, own], h[:, own] = cell(...)  unit-local for the plain and peephole cells
-//              barrier: every thread needs all of h for the next step
-//   backward:  dh'[:, own] = Σ_threads partial[:, own] (+ dout[:, own])
+//              barrier (arrive): this thread's units of h are written
+//   backward:  barrier (await): every thread's partial of the last step
+//              dh'[:, own] = Σ_threads partial[:, own] (+ dout[:, own])
 //              dz[:, own], dc[:, own] = cell_backward(dh'[:, own], ...)
-//              partial = dz[:, own] @ W_hh[own]      (B, P): this thread's share of dh' = dz W_hh
-//              barrier: the next step needs every thread's partial
+//              partial[:, rest] = dz[:, own] @ W_hh[own, rest]   this thread's share of
+//              barrier (arrive): the others' columns are written  dh' = dz W_hh, (B, P)
+//              partial[:, own] = dz[:, own] @ W_hh[own, own]     (only this thread reads them)
 //
 // The running h (forward) and the partials (backward) are double-buffered, so one barrier per
 // step suffices: a thread overwrites a buffer only after every thread has passed the barrier
@@ -152,7 +157,11 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
       T* h_nxt = hb + ((s + 1) % 2) * n.B * n.P;
       const T* c_prev = cp + (save ? s : s % 2) * n.B * n.H;
       T* c_next = cp + (save ? s + 1 : (s + 1) % 2) * n.B * n.H;
-      if (nu > 0) gemm_blocks(n.B, G, n.P, h_cur, n.P, w, z, G);
+      // the product over its own units of h' while the others' are on their way (P = H here)
+      if (nu > 0) gemm_blocks_depth(n.B, G, n.P, u0, u1, h_cur, n.P, w, z, G, false);
+      if (s > 0) barrier.await_all(sense);
+      if (nu > 0 && u0 > 0) gemm_blocks_depth(n.B, G, n.P, 0, u0, h_cur, n.P, w, z, G, true);
+      if (nu > 0 && u1 < n.P) gemm_blocks_depth(n.B, G, n.P, u1, n.P, h_cur, n.P, w, z, G, true);
       for (int64_t b = 0; b < n.B && nu > 0; ++b) {
         const int64_t lb = len ? len[b] : n.T;
         if (s >= lb) {  // padding: carry the state, output zero
@@ -175,7 +184,7 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
         std::memcpy(o.row(t, b) + u0, h_nxt + b * n.P + u0, sizeof(T) * nu);
         hs.put(t, b, h_nxt + b * n.P + u0, nu, u0);
       }
-      barrier.wait(nth, sense);
+      barrier.arrive(nth, sense);
     }
   }
   const at::Tensor h_n = final_state(hb + (n.T % 2) * n.B * n.P, h_out, {n.B, n.P}, opts);
@@ -217,7 +226,7 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
   //   scratch  (nt, per)      per thread: gates (nb nu), dm (nu), the carried dh' of padded
   //                           rows (B, nu), dz (B, nb nu)
   //   peeps    (3H)           every thread's own peepholes
-  //   rows     (G P)          every thread's own rows of W_hh
+  //   rows     (G P)          every thread's own rows of W_hh, in two blocks (below)
   const int64_t per_thread = n.G + n.H + n.B * n.H + n.B * n.G;
   const int64_t zeroed = 2 * nt * BP + nt * 3 * n.H;
   at::Tensor work = pooled_empty({zeroed + nt * per_thread + 3 * n.H + n.G * n.P}, opts);
@@ -247,12 +256,21 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
     T* carry = dm + n.H;                  // (B, nu)
     T* dz = carry + n.B * n.H;            // (B, nb nu)
     T* a = sums + tid * 3 * n.H;
-    // own rows of W_hh, one block (nb nu, P): read in place, one run of rows per gate, far
-    // apart, the product at hidden 128 took 1.0 µs a step against 0.7 µs from this copy (one
-    // copy per gate, where a split of dh' by columns copied one piece per row of W_hh)
-    T* w = rows + nb * u0 * n.P;
+    // own rows of W_hh, copied (read in place, one run of rows per gate, far apart, the product
+    // at hidden 128 took 1.0 µs a step against 0.7 µs from a copy) as two blocks: the other
+    // threads' columns (K, P - nu), [0, u0) then [u1, P), and its own (K, nu), K = nb nu, so
+    // that each of the two products below streams one block
+    const int64_t K = nb * nu, R = n.P - nu;
+    T* w_rest = rows + nb * u0 * n.P;
+    T* w_own = w_rest + K * R;
     for (int64_t q = 0; q < nb; ++q)
-      std::memcpy(w + q * nu * n.P, whh + (q * n.H + u0) * n.P, sizeof(T) * nu * n.P);
+      for (int64_t r = 0; r < nu; ++r) {
+        const T* src = whh + (q * n.H + u0 + r) * n.P;
+        const int64_t i = q * nu + r;
+        std::memcpy(w_rest + i * R, src, sizeof(T) * u0);
+        std::memcpy(w_rest + i * R + u0, src + u1, sizeof(T) * (n.P - u1));
+        std::memcpy(w_own + i * nu, src + u0, sizeof(T) * nu);
+      }
     T* own_peep = peeps + 3 * u0;
     pack_peepholes(has_peep ? peep->data_ptr<T>() : nullptr, n.H, u0, nu, own_peep);
     const CellParams<T> p = unit_params<T>(kind, nu, own_peep);
@@ -261,8 +279,9 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
     g_acc.peep = a;
     const LNSaved<T> no_ln;
     for (int64_t s = n.T - 1; s >= 0; --s) {
+      if (s < n.T - 1) barrier.await_all(sense);
       if (nu == 0) {  // (not while nt <= H) a thread without units still meets every barrier
-        barrier.wait(nth, sense);
+        barrier.arrive(nth, sense);
         continue;
       }
       const int64_t k = n.T - 1 - s;
@@ -301,14 +320,17 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
           for (int64_t j = 0; j < nb * nu; ++j) a_bias[j] += dzb[j];
         }
       }
-      // this thread's partial dh' = dz[:, own gates] @ W_hh[own rows]  (B, P)
-      gemm(n.B, n.P, nb * nu, dz, nb * nu, w, n.P, out, n.P);
+      // this thread's partial dh' = dz[:, own gates] @ W_hh[own rows]  (B, P): the columns
+      // the other threads read, then its own while theirs are on their way
+      if (u0 > 0) gemm(n.B, u0, K, dz, K, w_rest, R, out, n.P);
+      if (u1 < n.P) gemm(n.B, n.P - u1, K, dz, K, w_rest + u0, R, out + u1, n.P);
+      barrier.arrive(nth, sense);
+      gemm(n.B, nu, K, dz, K, w_own, nu, out + u0, n.P);
       for (int64_t b = 0; b < n.B; ++b) {  // a padded row carries its dh'[own] unchanged
         const int64_t lb = len ? len[b] : n.T;
         if (s >= lb)
           for (int64_t j = 0; j < nu; ++j) out[b * n.P + u0 + j] += carry[b * nu + j];
       }
-      barrier.wait(nth, sense);
     }
     // into row 0 of acc and db_acc; the threads' blocks of units are disjoint
     if (has_peep) {  // [p_i | p_f | p_o], each H wide

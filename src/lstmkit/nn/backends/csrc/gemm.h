@@ -87,12 +87,14 @@ inline void transpose_into(const T* src, int64_t rows, int64_t cols, int64_t lds
 constexpr int64_t kColumns = 256;
 
 // C (M, N) = A (M, K) @ B (K, N), any leading dimensions; a plain loop the compiler vectorises.
+// With `accumulate`, C += A @ B (so every product below).
 template <typename T>
 inline void gemm_loop(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-                      int64_t ldb, T* C, int64_t ldc) {
+                      int64_t ldb, T* C, int64_t ldc, bool accumulate = false) {
   for (int64_t i = 0; i < M; ++i) {
     T* c = C + i * ldc;
-    for (int64_t j = 0; j < N; ++j) c[j] = T(0);
+    if (!accumulate)
+      for (int64_t j = 0; j < N; ++j) c[j] = T(0);
     for (int64_t k = 0; k < K; ++k) {
       const T a = A[i * lda + k];
       const T* b = B + k * ldb;
@@ -106,11 +108,14 @@ inline void gemm_loop(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, 
 // One row of A against a narrow B (N = 16 * NV < 256 columns, as the unit split's backward
 // product): 16 / NV consecutive k share the 16 accumulators, so that the FMA chains overlap.
 template <int NV>
-inline void gemv_narrow_avx512(int64_t K, const float* a, const float* B, int64_t ldb, float* c) {
+inline void gemv_narrow_avx512(int64_t K, const float* a, const float* B, int64_t ldb, float* c,
+                               bool accumulate) {
   constexpr int U = 16 / NV;
   __m512 acc[U][NV];
   for (int u = 0; u < U; ++u)
     for (int v = 0; v < NV; ++v) acc[u][v] = _mm512_setzero_ps();
+  if (accumulate)
+    for (int v = 0; v < NV; ++v) acc[0][v] = _mm512_loadu_ps(c + 16 * v);
   int64_t k = 0;
   for (; k + U <= K; k += U) {
     for (int u = 0; u < U; ++u) {
@@ -133,23 +138,23 @@ inline void gemv_narrow_avx512(int64_t K, const float* a, const float* B, int64_
 
 // The narrow product for any NV from 1 to 15 (N = 16 NV columns).
 inline void gemv_narrow_any(int64_t nv, int64_t K, const float* a, const float* B, int64_t ldb,
-                            float* c) {
+                            float* c, bool accumulate) {
   switch (nv) {
-    case 1: return gemv_narrow_avx512<1>(K, a, B, ldb, c);
-    case 2: return gemv_narrow_avx512<2>(K, a, B, ldb, c);
-    case 3: return gemv_narrow_avx512<3>(K, a, B, ldb, c);
-    case 4: return gemv_narrow_avx512<4>(K, a, B, ldb, c);
-    case 5: return gemv_narrow_avx512<5>(K, a, B, ldb, c);
-    case 6: return gemv_narrow_avx512<6>(K, a, B, ldb, c);
-    case 7: return gemv_narrow_avx512<7>(K, a, B, ldb, c);
-    case 8: return gemv_narrow_avx512<8>(K, a, B, ldb, c);
-    case 9: return gemv_narrow_avx512<9>(K, a, B, ldb, c);
-    case 10: return gemv_narrow_avx512<10>(K, a, B, ldb, c);
-    case 11: return gemv_narrow_avx512<11>(K, a, B, ldb, c);
-    case 12: return gemv_narrow_avx512<12>(K, a, B, ldb, c);
-    case 13: return gemv_narrow_avx512<13>(K, a, B, ldb, c);
-    case 14: return gemv_narrow_avx512<14>(K, a, B, ldb, c);
-    case 15: return gemv_narrow_avx512<15>(K, a, B, ldb, c);
+    case 1: return gemv_narrow_avx512<1>(K, a, B, ldb, c, accumulate);
+    case 2: return gemv_narrow_avx512<2>(K, a, B, ldb, c, accumulate);
+    case 3: return gemv_narrow_avx512<3>(K, a, B, ldb, c, accumulate);
+    case 4: return gemv_narrow_avx512<4>(K, a, B, ldb, c, accumulate);
+    case 5: return gemv_narrow_avx512<5>(K, a, B, ldb, c, accumulate);
+    case 6: return gemv_narrow_avx512<6>(K, a, B, ldb, c, accumulate);
+    case 7: return gemv_narrow_avx512<7>(K, a, B, ldb, c, accumulate);
+    case 8: return gemv_narrow_avx512<8>(K, a, B, ldb, c, accumulate);
+    case 9: return gemv_narrow_avx512<9>(K, a, B, ldb, c, accumulate);
+    case 10: return gemv_narrow_avx512<10>(K, a, B, ldb, c, accumulate);
+    case 11: return gemv_narrow_avx512<11>(K, a, B, ldb, c, accumulate);
+    case 12: return gemv_narrow_avx512<12>(K, a, B, ldb, c, accumulate);
+    case 13: return gemv_narrow_avx512<13>(K, a, B, ldb, c, accumulate);
+    case 14: return gemv_narrow_avx512<14>(K, a, B, ldb, c, accumulate);
+    case 15: return gemv_narrow_avx512<15>(K, a, B, ldb, c, accumulate);
     default: return;
   }
 }
@@ -157,11 +162,12 @@ inline void gemv_narrow_any(int64_t nv, int64_t K, const float* a, const float* 
 // One row of A against B (N % 16 == 0): 256 columns at a time in 16 zmm accumulators, then the
 // rest (the CIFG cell's 3 gate blocks leave 192 columns per thread at hidden 128) narrow.
 inline void gemv_avx512(int64_t N, int64_t K, const float* a, const float* B, int64_t ldb,
-                        float* c) {
+                        float* c, bool accumulate) {
   int64_t n0 = 0;
   for (; n0 + 256 <= N; n0 += 256) {
     __m512 acc[16];
-    for (int q = 0; q < 16; ++q) acc[q] = _mm512_setzero_ps();
+    for (int q = 0; q < 16; ++q)
+      acc[q] = accumulate ? _mm512_loadu_ps(c + n0 + 16 * q) : _mm512_setzero_ps();
     for (int64_t k = 0; k < K; ++k) {
       const __m512 av = _mm512_set1_ps(a[k]);
       const float* b = B + k * ldb + n0;
@@ -169,15 +175,15 @@ inline void gemv_avx512(int64_t N, int64_t K, const float* a, const float* B, in
     }
     for (int q = 0; q < 16; ++q) _mm512_storeu_ps(c + n0 + 16 * q, acc[q]);
   }
-  if (n0 < N) gemv_narrow_any((N - n0) / 16, K, a, B + n0, ldb, c + n0);
+  if (n0 < N) gemv_narrow_any((N - n0) / 16, K, a, B + n0, ldb, c + n0, accumulate);
 }
 #endif
 
 inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-                 int64_t ldb, float* C, int64_t ldc) {
+                 int64_t ldb, float* C, int64_t ldc, bool accumulate = false) {
   if (M == 0 || N == 0) return;
 #if defined(__AVX512F__)
-  if (M == 1 && N % 16 == 0) return gemv_avx512(N, K, A, B, ldb, C);
+  if (M == 1 && N % 16 == 0) return gemv_avx512(N, K, A, B, ldb, C, accumulate);
 #endif
   // In blocks of 256 columns and 512 of depth: one call over all 4H columns of a wide layer
   // streams the whole of B (K x 4H) past each block of rows, where a block of B stays in L2
@@ -188,12 +194,13 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   for (int64_t n0 = 0; n0 < N; n0 += kColumns)
     for (int64_t k0 = 0; k0 < K; k0 += kDepth)
       at::native::cpublas::brgemm(M, std::min(kColumns, N - n0), std::min(kDepth, K - k0), lda,
-                                  ldb, ldc, k0 > 0, A + k0, B + k0 * ldb + n0, C + n0, false);
+                                  ldb, ldc, accumulate || k0 > 0, A + k0, B + k0 * ldb + n0,
+                                  C + n0, false);
 }
 
 inline void gemm(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
-                 int64_t ldb, double* C, int64_t ldc) {
-  gemm_loop(M, N, K, A, lda, B, ldb, C, ldc);
+                 int64_t ldb, double* C, int64_t ldc, bool accumulate = false) {
+  gemm_loop(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 
 // w^T (K, N) = (w (N, K))^T in column blocks, through the tiled transpose (ATen's copy of a
@@ -223,6 +230,17 @@ inline void gemm_blocks(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda
   for (int64_t n0 = 0; n0 < N; n0 += kColumns) {
     const int64_t width = std::min(kColumns, N - n0);
     gemm(M, width, K, A, lda, B + n0 * K, width, C + n0, ldc);
+  }
+}
+
+// The part of that product over the depth [k0, k1), k0 < k1: C (+)= A[:, k0:k1] @ B[k0:k1, :].
+template <typename T>
+inline void gemm_blocks_depth(int64_t M, int64_t N, int64_t K, int64_t k0, int64_t k1,
+                              const T* A, int64_t lda, const T* B, T* C, int64_t ldc,
+                              bool accumulate) {
+  for (int64_t n0 = 0; n0 < N; n0 += kColumns) {
+    const int64_t width = std::min(kColumns, N - n0);
+    gemm(M, width, k1 - k0, A + k0, lda, B + n0 * K + k0 * width, width, C + n0, ldc, accumulate);
   }
 }
 

@@ -553,6 +553,36 @@ def test_weight_gradients_come_back_contiguous(kernel, bidirectional):
     assert len(seen) == 1 and seen[0].numel() == 24 * 6
 
 
+@pytest.mark.parametrize("cell", ["lstm", "peephole"])
+def test_parametrized_weights_run_as_in_the_reference(kernel, cell):
+    """A weight under ``torch.nn.utils.parametrize`` (an orthogonal W_hh, a weight-normed W_ih
+    and peephole) is a property computed at each access, not an entry of the cell's parameters:
+    the kernel runs what the property gives, and the gradients reach the parametrizations'
+    originals as on the reference backend."""
+    from torch.nn.utils import parametrizations
+
+    torch.manual_seed(4)
+    lstms = {}
+    for backend in ("reference", "kernel"):
+        torch.manual_seed(4)
+        lstm = LSTM(5, 6, cell=cell, backend=backend).double()
+        parametrizations.orthogonal(lstm.cells[0], "weight_hh")
+        parametrizations.weight_norm(lstm.cells[0], "weight_ih")
+        if cell == "peephole":
+            parametrizations.weight_norm(lstm.cells[0], "peephole_forget", dim=None)
+        lstms[backend] = lstm
+    x = torch.randn(3, 7, 5, dtype=torch.float64)
+    results = {}
+    for backend, lstm in lstms.items():
+        out, (h, c) = lstm(x)
+        ((out * out).sum() + h.sum() + c.sum()).backward()
+        grads = {n: p.grad for n, p in lstm.named_parameters()}
+        assert any("original" in n for n in grads)  # the parametrizations' own parameters
+        results[backend] = {"output": out.detach(), **grads}
+    for name, expected in results["reference"].items():
+        torch.testing.assert_close(results["kernel"][name], expected, atol=1e-10, rtol=1e-10)
+
+
 def test_higher_order_gradients_say_which_backend_has_them(kernel):
     lstm = LSTM(3, 4, backend="kernel")
     out, _ = lstm(torch.randn(2, 5, 3))

@@ -201,7 +201,8 @@ class LSTM(nn.Module):
 
     def _run(self, x, state, lengths, mask, record: bool):
         cfg = self.config
-        unbatched = self._check_input(x)
+        all_cells = list(self.cells)  # (slicing the ModuleList would build a new one per layer)
+        unbatched = self._check_input(x, all_cells[0])
         if unbatched:
             x = x.unsqueeze(0 if cfg.batch_first else 1)
         seq = x.transpose(0, 1) if cfg.batch_first else x  # (T, B, I)
@@ -220,7 +221,6 @@ class LSTM(nn.Module):
         # which is a noticeable share of a batch-1 call)
         layer_input = self.input_dropout(seq) if cfg.input_dropout else seq  # (T, B, I)
         directions = cfg.num_directions
-        all_cells = list(self.cells)  # (slicing the ModuleList would build a new one per layer)
         h_n, c_n, records = [], [], []
         for layer in range(cfg.num_layers):
             if layer > 0:
@@ -267,37 +267,39 @@ class LSTM(nn.Module):
         return dropout_mask(p, (batch, self.config.output_size), like)  # (B, P) for all T
 
     # ----------------------------------------------------------------- input checks
-    def _check_input(self, x: Tensor) -> bool:
-        """Validate ``x``; returns True when it is unbatched (T, I)."""
+    def _check_input(self, x: Tensor, first: LSTMCell) -> bool:
+        """Validate ``x`` against the layer and its ``first`` cell; returns True when it is
+        unbatched (T, I)."""
         cfg = self.config
         if not isinstance(x, Tensor):
             raise TypeError(f"LSTM input must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() not in (2, 3):
+        shape = x.shape
+        if len(shape) not in (2, 3):
             layout = "(batch, seq, features)" if cfg.batch_first else "(seq, batch, features)"
             raise ValueError(
                 f"LSTM expects input of shape {layout} or (seq, features) unbatched, "
                 f"got a {x.dim()}-D tensor of shape {tuple(x.shape)}"
             )
-        if x.shape[-1] != cfg.input_size:
+        if shape[-1] != cfg.input_size:
             raise ValueError(
                 f"LSTM was built for input_size={cfg.input_size} features per step, "
                 f"got input of shape {tuple(x.shape)} with {x.shape[-1]}"
             )
         if not x.is_floating_point():
             raise ValueError(f"LSTM input must be a floating-point tensor, got dtype {x.dtype}")
-        weight = self.cells[0].weight_ih
+        weight = first.weight_ih
         if x.device != weight.device or (x.dtype != weight.dtype and not _autocast(x)):
             raise ValueError(
                 f"LSTM input is {x.dtype} on {x.device} but the weights are {weight.dtype} on "
                 f"{weight.device}; convert one to match (e.g. x.to(lstm.cells[0].weight_ih) or "
                 f"lstm.to(x.dtype))"
             )
-        if 0 in x.shape:
+        if 0 in shape:
             raise ValueError(
                 "LSTM input must have at least one step and one sequence, "
                 f"got shape {tuple(x.shape)}"
             )
-        return x.dim() == 2
+        return len(shape) == 2
 
     def _resolve_lengths(
         self, lengths: Tensor | None, mask: Tensor | None, batch: int, steps: int

@@ -207,7 +207,9 @@ class KernelBackend:
         params = [
             p for d, c in enumerate(cells) for p in direction_params(c, run.weights_hh[d], project)
         ]
-        out, h_n, c_n = load_kernel().layer(
+        # (select_backend has just asked kernel_unavailable; its environment lookup costs 0.6 µs)
+        kernel = _state.get("module") or load_kernel()
+        out, h_n, c_n = kernel.layer(
             CELL_KINDS[first.kind],
             len(cells),
             first.proj_size > 0,
@@ -257,22 +259,29 @@ class _Linear(torch.autograd.Function):  # (the C++ layer node refuses double ba
 def _bias_in_step(cell: LSTMCell) -> bool:
     """Whether the C++ step adds b_ih + b_hh: not without biases, nor for the layer-norm cell,
     whose projection holds them (they follow its norm)."""
-    return cell.bias_ih is not None and cell.kind != "layernorm"
+    return _own(cell, "bias_ih") is not None and cell.kind != "layernorm"
+
+
+def _own(cell: LSTMCell, name: str) -> Tensor | None:
+    """``getattr(cell, name)``, from the module's own dict of parameters when the name is there:
+    ``nn.Module.__getattr__`` costs 0.4 µs a name, and a batch-1 call is mostly fixed costs. (A
+    weight under ``torch.nn.utils.parametrize`` is not there: its property computes it.)"""
+    own = cell._parameters
+    return own[name] if name in own else getattr(cell, name)
 
 
 def direction_params(cell: LSTMCell, weight_hh: Tensor, project: bool) -> list[Tensor]:
     """One direction's share of the C++ layer's parameter list, in the order csrc/layer.h reads:
     [W_ih if project] W_hh [W_hr] [peepholes] [b_ih b_hh if added in the step] [layer norms]."""
-    params = [cell.weight_ih] if project else []
+    params = [_own(cell, "weight_ih")] if project else []
     params.append(weight_hh)
     if cell.proj_size:
-        params.append(cell.weight_hr)
+        params.append(_own(cell, "weight_hr"))
     if cell.kind == "peephole":
-        params.append(
-            torch.stack([cell.peephole_input, cell.peephole_forget, cell.peephole_output])
-        )
+        names = ("peephole_input", "peephole_forget", "peephole_output")
+        params.append(torch.stack([_own(cell, name) for name in names]))
     if _bias_in_step(cell):
-        params += [cell.bias_ih, cell.bias_hh]
+        params += [_own(cell, "bias_ih"), _own(cell, "bias_hh")]
     if cell.kind == "layernorm":
         params += [cell.norm_hidden.weight, cell.norm_hidden.bias]
         params += [cell.norm_cell.weight, cell.norm_cell.bias]

@@ -131,10 +131,12 @@ inline at::Tensor previous_inputs(const at::Tensor& x, const at::Tensor& h0,
   const int64_t P = h0.size(1);
   const int64_t I = x.defined() ? x.size(2) : 0;
   at::Tensor xh = pooled_empty({T, B, I + P}, h0.options());
-  // row by row (at batch 1 ATen's copies of the two slices cost more than the data they move)
+  // small inputs row by row (at batch 1 ATen's copies of the two slices cost more than the data
+  // they move); large ones on ATen's copy, which shares them out among the threads
   const int64_t size = xh.element_size(), W = I + P;
   char* dst = static_cast<char*>(xh.data_ptr());
-  if (I > 0 && (x.stride(2) != 1 || x.scalar_type() != xh.scalar_type())) {
+  const bool small = T * B * I < (int64_t(1) << 15);
+  if (I > 0 && (!small || x.stride(2) != 1 || x.scalar_type() != xh.scalar_type())) {
     xh.narrow(2, 0, I).copy_(x);
   } else if (I > 0) {
     const char* src = static_cast<const char*>(x.data_ptr());

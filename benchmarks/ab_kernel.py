@@ -37,15 +37,18 @@ CSRC = Path("lstmkit") / "nn" / "backends" / "csrc"
 
 def build(src: Path, label: str) -> ModuleType:
     """The kernel in ``src/lstmkit/nn/backends/csrc``, its namespace renamed ``lstmkit_<label>``,
-    built into a cache directory named by the sources' hash."""
+    built into a cache directory named by the hash of the sources, the flags, torch's version
+    and the CPU's features (the build is for this CPU: -march=native), as ``kernel.py`` does."""
     from torch.utils import cpp_extension
 
     sys.path.insert(0, str(src))
-    from lstmkit.nn.backends.kernel import CFLAGS
+    from lstmkit.nn.backends.kernel import CFLAGS, _cpu_flags
 
     sys.path.remove(str(src))
     files = sorted((src / CSRC).iterdir())
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+    hasher = hashlib.sha256(b"".join(f.read_bytes() for f in files))
+    hasher.update(" ".join((torch.__version__, *CFLAGS, _cpu_flags())).encode())
+    digest = hasher.hexdigest()[:12]
     root = Path.home() / ".cache" / "lstmkit" / f"ab-{label}-{digest}"
     sources = root / "csrc"
     if not sources.is_dir():

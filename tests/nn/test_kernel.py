@@ -553,6 +553,37 @@ def test_weight_gradients_come_back_contiguous(kernel, bidirectional):
     assert len(seen) == 1 and seen[0].numel() == 24 * 6
 
 
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("batch", [1, 9])  # the unit split and the row split
+def test_a_state_autocast_lets_through_runs_in_the_inputs_dtype(two_threads, batch, grad):
+    """Under CPU autocast the layer accepts a state in another dtype (bfloat16 here) than its
+    float32 input; the kernel runs float32, as for the state cast to float32 by hand."""
+    torch.manual_seed(5)
+    lstm = LSTM(4, 6, backend="kernel")
+    x = torch.randn(batch, 5, 4)
+    state = tuple(torch.randn(1, batch, 6).bfloat16() for _ in range(2))
+    with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, (h, c) = lstm(x, state)
+    with torch.set_grad_enabled(grad):
+        expected, (h_ref, c_ref) = lstm(x, tuple(s.float() for s in state))
+    assert out.dtype == torch.float32
+    for got, want in ((out, expected), (h, h_ref), (c, c_ref)):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    if grad:
+        out.sum().backward()  # the state's cast is part of the graph
+
+
+def test_the_kernels_entry_refuses_a_state_of_the_wrong_size_or_dtype(two_threads):
+    """The raw entry copies h0 and c0 as they are: it names a state that does not hold
+    exactly batch x hidden values of the loop's dtype instead of reading past it."""
+    x = torch.randn(5, 3, 16)  # (T, B, 4H) projection
+    w_hh, out = torch.randn(16, 4), torch.empty(5, 3, 4)
+    h0 = torch.zeros(3, 4)
+    for c0, what in ((torch.zeros(1, 4), "12 values of Float"), (h0.double(), "Double state")):
+        with pytest.raises(RuntimeError, match=what):
+            two_threads.forward(x, h0, c0, w_hh, None, None, None, [], None, False, 0, False, out)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "peephole"])
 def test_parametrized_weights_run_as_in_the_reference(kernel, cell):
     """A weight under ``torch.nn.utils.parametrize`` (an orthogonal W_hh, a weight-normed W_ih
@@ -561,7 +592,6 @@ def test_parametrized_weights_run_as_in_the_reference(kernel, cell):
     originals as on the reference backend."""
     from torch.nn.utils import parametrizations
 
-    torch.manual_seed(4)
     lstms = {}
     for backend in ("reference", "kernel"):
         torch.manual_seed(4)

@@ -207,6 +207,8 @@ class KernelBackend:
         params = [
             p for d, c in enumerate(cells) for p in direction_params(c, run.weights_hh[d], project)
         ]
+        # autocast lets a state of another dtype through (recurrent.py); the loops run in x's
+        h0, c0 = (s if s.dtype == run.x.dtype else s.to(run.x.dtype) for s in (run.h0, run.c0))
         # (select_backend has just asked kernel_unavailable; its environment lookup costs 0.6 µs)
         kernel = _state.get("module") or load_kernel()
         out, h_n, c_n = kernel.layer(
@@ -217,8 +219,8 @@ class KernelBackend:
             project,
             None if run.lengths is None else run.lengths.contiguous(),
             run.x if project else _normed_projection(cells, run.x),
-            run.h0,
-            run.c0,
+            h0,
+            c0,
             params,
         )
         return LayerOutput(out, h_n, c_n)

@@ -7,13 +7,14 @@
 // Linux) until the last one wakes it, so that a team with more threads than free cores, whose
 // last thread may be waiting for a core, is not held up by the others' spinning.
 //
-// Sense-reversing: each thread flips its own sense at every wait; the last to arrive resets the
+// Sense-reversing: each thread flips its own sense at every arrival; the last to arrive resets the
 // count and publishes the new sense, which releases the others. The count's acq_rel and the
 // sense's release/acquire make every write before the barrier visible after it.
 //
 // A wait is an arrive() and an await_all(), which a thread may also call apart, with work
 // between them that needs nothing from the others: that work then overlaps their arrival and
-// the cache line's trip between the CPUs (the unit split's forward loop, columns.h).
+// the cache line's trip between the CPUs (the unit split's loops, forward and backward:
+// columns.h).
 #pragma once
 
 #include <atomic>

@@ -123,9 +123,9 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
   const int64_t* len = lengths ? lengths->data_ptr<int64_t>() : nullptr;
   at::Tensor gates = pooled_empty({save ? n.T : 1, n.B, n.G}, opts);
   at::Tensor cells = pooled_empty({save ? n.T + 1 : 2, n.B, n.H}, opts);
-  load_state(c0, cells.data_ptr<T>());
+  load_state(c0, cells.data_ptr<T>(), n.B * n.H);
   at::Tensor hbuf = at::empty({2, n.B, n.P}, opts);
-  load_state(h0, hbuf.data_ptr<T>());
+  load_state(h0, hbuf.data_ptr<T>(), n.B * n.P);
   at::Tensor scratch = at::empty({nt, n.B * n.G + n.G}, opts);  // per thread: z (B, nb nu), x
   const TimeMajor<T> x = time_major<T>(xproj), o = time_major<T>(out);
   const History<T> hs = history<T>(hist, reverse);

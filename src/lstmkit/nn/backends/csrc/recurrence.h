@@ -103,12 +103,16 @@ inline History<T> history(const at::Tensor& hist, bool reverse) {
   return {hist.data_ptr<T>(), hist.stride(0), hist.stride(1), hist.size(0), reverse};
 }
 
-// A state (B, n) into `dst`, B n values: a memcpy where ATen's copy_ costs about a microsecond,
-// as much as the rest of a batch-1 step.
+// A state (B, n) into `dst`, `count` = B n values: a memcpy where ATen's copy_ costs about a
+// microsecond, as much as the rest of a batch-1 step. The state must hold exactly those values
+// in the loop's dtype (the layer casts a state autocast let through; this does not broadcast).
 template <typename T>
-inline void load_state(const at::Tensor& src, T* dst) {
+inline void load_state(const at::Tensor& src, T* dst, int64_t count) {
+  TORCH_CHECK(src.numel() == count && src.scalar_type() == c10::CppTypeToScalarType<T>::value,
+              "load_state: expected ", count, " values of ", c10::CppTypeToScalarType<T>::value,
+              ", got a ", src.scalar_type(), " state of shape ", src.sizes());
   const at::Tensor s = src.is_contiguous() ? src : src.contiguous();
-  std::memcpy(dst, s.data_ptr<T>(), sizeof(T) * s.numel());
+  std::memcpy(dst, s.data_ptr<T>(), sizeof(T) * count);
 }
 
 // A final state, B n values at `src`, in `slot` (its row of the layer's h_n or c_n, contiguous)
@@ -168,10 +172,11 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
     sv.xhat_c = pooled_empty({n.T, n.B, n.H}, opts);
     sv.rstd_c = pooled_empty({n.T, n.B}, opts);
   }
-  load_state(c0, sv.cells.data_ptr<T>());
+  load_state(c0, sv.cells.data_ptr<T>(), n.B * n.H);
   TORCH_CHECK(!h_out.defined() || h_out.is_contiguous(), "forward: h_out must be contiguous");
-  at::Tensor h = h_out.defined() ? h_out : at::empty({n.B, n.P}, opts);  // (B, P) the running
-  load_state(h0, h.data_ptr<T>());                                        // state, h_n at the end
+  // (B, P) the running state, h_n at the end
+  at::Tensor h = h_out.defined() ? h_out : at::empty({n.B, n.P}, opts);
+  load_state(h0, h.data_ptr<T>(), n.B * n.P);
   at::Tensor m = at::empty({n.B, n.H}, opts);                   // (B, H) before projection
   at::Tensor h_new = proj ? at::empty({n.B, n.P}, opts) : at::Tensor();
   const int64_t nt = thread_count(n.B, n.B * n.G * n.P);

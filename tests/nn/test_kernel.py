@@ -174,6 +174,24 @@ def _check_small_batch(dtype, hidden, cell, batch, bidirectional, variable) -> N
         )
 
 
+@pytest.mark.parametrize("threads", [3, 4])
+@pytest.mark.parametrize("hidden,cell", [(7, "lstm"), (32, "peephole"), (10, "cifg")])
+def test_the_unit_split_with_more_threads_than_two(two_threads, threads, hidden, cell):
+    """With three threads or more, a thread between two others has units of h on both sides of
+    its own: it adds both parts after its own (forward) and writes both blocks of its partial's
+    columns before it arrives (backward). The machine may have two CPUs: the kernel is told it
+    has more, and its barrier's sleeping keeps the extra threads from spinning against each
+    other."""
+    torch.set_num_threads(threads)
+    previous = two_threads.set_cpu_count_override(threads)
+    try:
+        assert two_threads.column_split_threads(1, hidden, 0, CELL_KINDS[cell]) == threads
+        for batch, bidirectional, variable in ((1, False, False), (3, True, True)):
+            _check_small_batch(torch.float64, hidden, cell, batch, bidirectional, variable)
+    finally:
+        two_threads.set_cpu_count_override(previous)
+
+
 @pytest.mark.parametrize("spins", [0, 1 << 40], ids=["sleeping", "spinning"])
 def test_the_unit_split_is_exact_whether_its_threads_sleep_or_spin_at_each_step(unit_split, spins):
     """The threads meet at a barrier every step (barrier.h): a thread spins for a while, then

@@ -12,6 +12,7 @@
 //   weight_gradients(da, operand, inputs)               dW_ih, dW_hh as the layer computes them
 //   activation(x, name)                                 the cells' exp, sigmoid or tanh
 //   set_column_split_min_work(n)                        small-batch threading threshold
+//   set_cpu_count_override(n)                           more threads than CPUs (tests)
 // All tensors are CPU, float32 or float64; time-major (T, B, F) with the last dim contiguous.
 #include <torch/extension.h>
 
@@ -72,6 +73,14 @@ int64_t set_barrier_spins(int64_t spins) {
   return previous;
 }
 
+// The CPU count the kernel's threading assumes (0: the process's own); returns the previous
+// value. Tests set more than the machine has, so that the unit split runs 3 or 4 threads.
+int64_t set_cpu_count_override(int64_t cpus) {
+  const int64_t previous = cpu_count_override();
+  cpu_count_override() = cpus;
+  return previous;
+}
+
 // Threads the unit split would use for a batch of `batch` rows (1: it would not be used).
 int64_t column_split_threads(int64_t batch, int64_t hidden, int64_t proj_size, int64_t kind) {
   const int64_t P = proj_size > 0 ? proj_size : hidden;
@@ -102,6 +111,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_column_split_min_work", &lstmkit::set_column_split_min_work);
   m.def("column_split_threads", &lstmkit::column_split_threads);
   m.def("set_barrier_spins", &lstmkit::set_barrier_spins);
+  m.def("set_cpu_count_override", &lstmkit::set_cpu_count_override);
   m.def("empty", &lstmkit::empty);
   m.def("release_buffers", &lstmkit::release_buffers);
   m.def("held_bytes", &lstmkit::held_bytes);

@@ -18,9 +18,7 @@ batch-first, as the benchmarks and ``batch_first=True`` give it to the node.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
-import shutil
 import statistics
 import sys
 import time
@@ -31,47 +29,27 @@ import torch
 from probe import describe, probe
 from report import run_meta, write_report
 
+from lstmkit.nn.backends.kernel import build_digest, compile_kernel
+
 HERE = Path(__file__).resolve().parent
 CSRC = Path("lstmkit") / "nn" / "backends" / "csrc"
 
 
 def build(src: Path, label: str) -> ModuleType:
     """The kernel in ``src/lstmkit/nn/backends/csrc``, its namespace renamed ``lstmkit_<label>``,
-    built into a cache directory named by the hash of the sources, the flags, torch's version
-    and the CPU's features (the build is for this CPU: -march=native), as ``kernel.py`` does."""
-    from torch.utils import cpp_extension
-
-    sys.path.insert(0, str(src))
-    from lstmkit.nn.backends.kernel import CFLAGS, _cpu_flags
-
-    sys.path.remove(str(src))
-    files = sorted((src / CSRC).iterdir())
-    hasher = hashlib.sha256(b"".join(f.read_bytes() for f in files))
-    hasher.update(" ".join((torch.__version__, *CFLAGS, _cpu_flags())).encode())
-    digest = hasher.hexdigest()[:12]
-    root = Path.home() / ".cache" / "lstmkit" / f"ab-{label}-{digest}"
-    sources = root / "csrc"
-    if not sources.is_dir():
-        sources.mkdir(parents=True)
+    compiled as this checkout's ``kernel.py`` compiles its own (same flags, a cache directory
+    named by the same digest)."""
+    files = sorted((src / CSRC).iterdir())  # (a version's sources, whatever they are)
+    digest = build_digest(src / CSRC, [f.name for f in files])
+    sources = Path.home() / ".cache" / "lstmkit" / f"ab-{label}-{digest}"
+    csrc = sources / "csrc"
+    if not csrc.is_dir():
+        csrc.mkdir(parents=True)
         for f in files:
             text = re.sub(r"namespace lstmkit\b", f"namespace lstmkit_{label}", f.read_text())
             text = re.sub(r"\blstmkit::", f"lstmkit_{label}::", text)
-            (sources / f.name).write_text(text)
-    build_dir = root / "build"
-    build_dir.mkdir(exist_ok=True)
-    if shutil.which("ninja") is None:  # pip's ninja, beside this interpreter
-        import os
-
-        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    return cpp_extension.load(
-        name=f"lstmkit_ab_{label}_{digest}",
-        sources=[str(sources / "lstm_kernel.cpp")],
-        extra_include_paths=[str(sources)],
-        extra_cflags=list(CFLAGS),
-        extra_ldflags=["-fopenmp"],
-        build_directory=str(build_dir),
-        verbose=False,
-    )
+            (csrc / f.name).write_text(text)
+    return compile_kernel(csrc, f"lstmkit_ab_{label}_{digest}", sources / "build")
 
 
 def timings(kernels: dict[str, ModuleType], shape: list[int], reps: int) -> dict:

@@ -35,6 +35,7 @@ import platform
 import re
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -122,24 +123,37 @@ def load_kernel() -> ModuleType:
 
 
 def _build() -> ModuleType:
+    tag = build_digest(_CSRC)
+    build_dir = Path(os.environ.get(DIR_ENV) or Path.home() / ".cache" / "lstmkit" / f"ext-{tag}")
+    logger.info("loading the lstmkit C++ kernel from %s (compiling on first use)", build_dir)
+    return compile_kernel(_CSRC, f"lstmkit_kernel_{tag}", build_dir)
+
+
+def build_digest(csrc: Path, names: Iterable[str] = SOURCES) -> str:
+    """12 hex digits naming a build of the kernel sources ``names`` in ``csrc``: their bytes,
+    the flags, torch's and Python's versions and the CPU's features (-march=native: a build
+    belongs to its CPU)."""
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update((csrc / name).read_bytes())
+    digest.update(" ".join((torch.__version__, sys.version, platform.machine(), *CFLAGS)).encode())
+    digest.update(_cpu_flags().encode())
+    return digest.hexdigest()[:12]
+
+
+def compile_kernel(csrc: Path, name: str, build_dir: Path) -> ModuleType:
+    """The extension of ``csrc/lstm_kernel.cpp`` as module ``name``, compiled into (or loaded
+    from) ``build_dir``."""
     from torch.utils import cpp_extension  # imported here: it is slow and only needed to build
 
-    digest = hashlib.sha256()
-    for name in SOURCES:
-        digest.update((_CSRC / name).read_bytes())
-    digest.update(" ".join((torch.__version__, sys.version, platform.machine(), *CFLAGS)).encode())
-    digest.update(_cpu_flags().encode())  # -march=native: a build belongs to its CPU
-    tag = digest.hexdigest()[:12]
-    build_dir = Path(os.environ.get(DIR_ENV) or Path.home() / ".cache" / "lstmkit" / f"ext-{tag}")
     build_dir.mkdir(parents=True, exist_ok=True)
-    logger.info("loading the lstmkit C++ kernel from %s (compiling on first use)", build_dir)
     path = os.environ.get("PATH", "")
     try:
         os.environ["PATH"] = os.pathsep.join([*_ninja_dirs(), path])
         return cpp_extension.load(
-            name=f"lstmkit_kernel_{tag}",
-            sources=[str(_CSRC / "lstm_kernel.cpp")],
-            extra_include_paths=[str(_CSRC)],
+            name=name,
+            sources=[str(csrc / "lstm_kernel.cpp")],
+            extra_include_paths=[str(csrc)],
             extra_cflags=list(CFLAGS),
             extra_ldflags=["-fopenmp"],
             build_directory=str(build_dir),

@@ -996,22 +996,50 @@ def test_products_over_all_steps_match_torch(two_threads, m, k, n, layout):
     torch.testing.assert_close(got, a @ w.t(), rtol=1e-5, atol=1e-4)
 
 
-def test_weight_gradients_match_torch(two_threads):
-    """Both weight gradients from one da and [x | h']: two products below mm_small's threshold,
-    one merged product and copies above (deeper, or float64), each contiguous."""
+def _check_weight_gradients(module, dtype, n, g, i, p) -> None:
     torch.manual_seed(0)
-    for dtype, (n, g, i, p) in (
-        (torch.float32, (100, 512, 32, 128)),  # the two products
-        (torch.float32, (600, 64, 8, 16)),  # deeper than mm_small takes: merged, copied out
-        (torch.float32, (2000, 64, 8, 16)),  # the same on oneDNN (da^T copied by rows first)
-        (torch.float64, (9, 8, 3, 2)),  # merged, copied out
-    ):
-        da = torch.randn(n, 2 * g, dtype=dtype)[:, g:]  # a direction's slice, rows 2G apart
-        operand = torch.randn(n, i + p, dtype=dtype)
-        dw_ih, dw_hh = two_threads.weight_gradients(da, operand, i)
-        assert dw_ih.is_contiguous() and dw_hh.is_contiguous()
+    da = torch.randn(n, 2 * g, dtype=dtype)[:, g:]  # a direction's slice, rows 2G apart
+    operand = torch.randn(n, i + p, dtype=dtype)
+    dw_ih, dw_hh = module.weight_gradients(da, operand, i)
+    assert dw_hh.is_contiguous() and dw_hh.shape == (g, p)
+    torch.testing.assert_close(dw_hh, da.t() @ operand[:, i:], rtol=1e-5, atol=1e-4)
+    if i == 0:
+        assert dw_ih is None
+    else:
+        assert dw_ih.is_contiguous() and dw_ih.shape == (g, i)
         torch.testing.assert_close(dw_ih, da.t() @ operand[:, :i], rtol=1e-5, atol=1e-4)
-        torch.testing.assert_close(dw_hh, da.t() @ operand[:, i:], rtol=1e-5, atol=1e-4)
+
+
+def test_weight_gradients_match_torch(two_threads):
+    """Both weight gradients from one da and [x | h'] (weights.h): two products below
+    mm_small's threshold, partial sums in chunks of 128 rows where they fit, one merged product
+    and copies otherwise (float64, or partial sums too large), each contiguous."""
+    for dtype, shape in (
+        (torch.float32, (100, 512, 32, 128)),  # the two products
+        (torch.float32, (600, 64, 8, 16)),  # chunks: 300 rows a thread, the last chunk 44
+        (torch.float32, (6400, 512, 32, 128)),  # chunks: (64, 100, 32, 128)
+        (torch.float32, (700, 200, 5, 27)),  # chunks: columns no multiple of 16 or of 256
+        (torch.float32, (1000, 520, 0, 24)),  # chunks without x (no dW_ih)
+        (torch.float32, (2000, 512, 64, 256)),  # merged on oneDNN (640 KiB of partial sums)
+        (torch.float64, (9, 8, 3, 2)),  # merged, copied out
+        (torch.float64, (700, 64, 8, 16)),  # merged, copied out
+    ):
+        _check_weight_gradients(two_threads, dtype, *shape)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_weight_gradients_in_chunks_on_other_thread_counts(two_threads, threads):
+    """The chunked product's threads each sum their own rows, then add up the partial sums over
+    their own columns: with one thread there is nothing to add, with three the middle thread's
+    columns lie between the others' (the machine may have fewer CPUs: the kernel is told it has
+    more)."""
+    torch.set_num_threads(threads)
+    previous = two_threads.set_cpu_count_override(threads)
+    try:
+        for shape in ((600, 64, 8, 16), (1000, 200, 5, 27), (400, 48, 0, 24)):
+            _check_weight_gradients(two_threads, torch.float32, *shape)
+    finally:
+        two_threads.set_cpu_count_override(previous)
 
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["weight-trained", "weight-frozen"])

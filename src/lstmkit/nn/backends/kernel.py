@@ -63,6 +63,7 @@ SOURCES = (
     "recurrence.h",
     "cells.h",
     "gemm.h",
+    "weights.h",
     "pairs.h",
     "pool.h",
     "stepper.h",

@@ -17,17 +17,15 @@
 //
 // The weight gradients of a direction come from GEMMs after its backward loop,
 //   [dW_ih | dW_hh] = Σ_t dz_t^T [x_t | h_{t-1}],
-// over the operand [x | h'] that the forward pass saves (previous_inputs). On oneDNN's matmul one
-// product of I + P columns runs faster than two of I and P (benchmarks/kernel_parts.py: at
-// (64, 100, 32, 128), 2.3-2.6 ms against 2.5-2.8 ms for the two); where mm_small takes them
-// (gemm.h) the two products write each gradient in place, where the one needs both copied out.
-// Neither is saved nor run when no weight needs a gradient.
+// over the operand [x | h'] that the forward pass saves (previous_inputs), as weights.h computes
+// them. Neither is saved nor run when no weight needs a gradient.
 #pragma once
 
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/graph_task.h>
 
 #include "direction.h"
+#include "weights.h"
 
 namespace lstmkit {
 
@@ -154,41 +152,6 @@ inline at::Tensor previous_inputs(const at::Tensor& x, const at::Tensor& h0,
     std::memcpy(dst + ((t * B + b) * W + I) * size, h + b * P * size, P * size);
   }
   return xh;
-}
-
-// Columns [c0, c0 + n) of the 2-D contiguous `m` as a new contiguous tensor, row by row. For the
-// weight gradients at (1, 100, 32, 128) (512 rows of 32 and 128 columns) this took 8 µs in a
-// training call where ATen's copy of the two column slices took 11 µs.
-inline at::Tensor column_block(const at::Tensor& m, int64_t c0, int64_t n) {
-  at::Tensor out = at::empty({m.size(0), n}, m.options());
-  const int64_t rows = m.size(0), ld = m.size(1), bytes = n * m.element_size();
-  const char* src = static_cast<const char*>(m.data_ptr()) + c0 * m.element_size();
-  char* dst = static_cast<char*>(out.data_ptr());
-  for (int64_t r = 0; r < rows; ++r)
-    std::memcpy(dst + r * bytes, src + r * ld * m.element_size(), bytes);
-  return out;
-}
-
-// {dW_ih, dW_hh}: [dW_ih | dW_hh] = da^T [x | h'] for da (N, G) and the operand [x | h']
-// (N, I + P), each gradient contiguous; dW_ih undefined when I = 0. Where mm_small takes the
-// product (small_product, gemm.h): two products straight into their own tensors over one copy
-// of da^T with contiguous rows (at (1, 100, 32, 128) copying both out of one merged product
-// took 8 µs); elsewhere one product and the two copies.
-inline std::vector<at::Tensor> weight_gradients(const at::Tensor& da, const at::Tensor& operand,
-                                                int64_t I) {
-  const at::Tensor da_t = da.t();  // (G, N)
-  const int64_t P = operand.size(1) - I;
-  at::Tensor dw_ih, dw_hh;
-  if (small_product(da_t, operand)) {
-    const at::Tensor a = row_major(da_t);
-    if (I > 0) dw_ih = mm_fast(a, operand.narrow(1, 0, I));
-    dw_hh = mm_fast(a, operand.narrow(1, I, P));
-  } else {
-    const at::Tensor dw = mm_fast(da_t, operand);
-    if (I > 0) dw_ih = column_block(dw, 0, I);
-    dw_hh = column_block(dw, I, P);
-  }
-  return {dw_ih, dw_hh};
 }
 
 // Every direction's saved gates as one (T, B, D*G) tensor laid out as dz, (B*D*G, D*G, 1), when

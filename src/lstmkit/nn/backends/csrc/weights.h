@@ -1,0 +1,128 @@
+// The weight gradients of one direction, after its backward loop:
+//
+//   [dW_ih | dW_hh] = da^T [x | h'],   da (N, G) (dz, or the layer-norm cell's gradient before
+//                                     its norm), [x | h'] (N, I + P), N = T B steps and rows
+//
+// in one of three ways, each returning both gradients contiguous:
+//   - small (mm_small takes the product, gemm.h): one copy of da^T with contiguous rows and two
+//     products straight into dW_ih and dW_hh;
+//   - in chunks (float, partial sums of at most half of L2): every thread sums the product over its
+//     share of the N rows, 128 at a time, as dW^T += [x | h']_chunk^T da_chunk on the BRGEMM
+//     micro-kernel (da read in place, its rows as they lie; the chunk of [x | h'] transposed,
+//     128 rows of I + P), then the threads add up their partial sums and transpose them into
+//     dW_ih and dW_hh, each over its share of the G columns;
+//   - otherwise one product on oneDNN's matmul (mm_fast) and both copied out of it (one product
+//     of I + P columns ran faster there than two of I and P: 2.3-2.6 ms against 2.5-2.8 at
+//     (64, 100, 32, 128), benchmarks/kernel_parts.py).
+// At (64, 100, 32, 128), N = 6400, the chunks took 2.20 ms where the merged product took 2.44
+// (2 threads, medians of 200 calls alternating in one process), and a training call at that
+// shape 0.967-0.975 of its time (benchmarks/ab_kernel.py).
+#pragma once
+
+#include "gemm.h"
+
+namespace lstmkit {
+
+// Columns [c0, c0 + n) of the 2-D contiguous `m` as a new contiguous tensor, row by row. For the
+// weight gradients at (1, 100, 32, 128) (512 rows of 32 and 128 columns) this took 8 µs in a
+// training call where ATen's copy of the two column slices took 11 µs.
+inline at::Tensor column_block(const at::Tensor& m, int64_t c0, int64_t n) {
+  at::Tensor out = at::empty({m.size(0), n}, m.options());
+  const int64_t rows = m.size(0), ld = m.size(1), bytes = n * m.element_size();
+  const char* src = static_cast<const char*>(m.data_ptr()) + c0 * m.element_size();
+  char* dst = static_cast<char*>(out.data_ptr());
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(dst + r * bytes, src + r * ld * m.element_size(), bytes);
+  return out;
+}
+
+// Rows of [x | h'] per chunk of the chunked product, and the most bytes of one thread's partial
+// sum dW^T (I + P, G) for which it runs. Against oneDNN's matmul (2 threads, data in L3): at
+// G = 512 and I + P = 160 (320 KiB) 0.90-0.98 of its time from N = 600 to 6400; at G = 1024 and
+// I + P = 320 (1.25 MiB) 0.96-1.06 from N = 2000 to 12800, level; at 4.5 MiB and more, with the
+// partial sums beyond L2 (1 MiB a core here), up to 1.3 times its time.
+constexpr int64_t kGradientChunk = 128;
+constexpr int64_t kGradientPartialBytes = int64_t(1) << 19;  // 512 KiB
+
+// Whether the chunked product takes da (N, G) and the operand (N, W): float, rows of both
+// contiguous, deeper than one chunk per thread and partial sums within kGradientPartialBytes.
+inline bool chunked_gradients(const at::Tensor& da, const at::Tensor& operand) {
+  return da.scalar_type() == at::kFloat && operand.scalar_type() == at::kFloat &&
+         da.stride(1) == 1 && da.stride(0) >= da.size(1) && operand.is_contiguous() &&
+         da.size(0) >= kGradientChunk * usable_threads() &&
+         operand.size(1) * da.size(1) * int64_t(sizeof(float)) <= kGradientPartialBytes;
+}
+
+// {dW_ih, dW_hh} through the chunked product (see the top of this file); dW_ih undefined when
+// I = 0.
+inline std::vector<at::Tensor> weight_gradients_in_chunks(const at::Tensor& da,
+                                                          const at::Tensor& operand, int64_t I) {
+  const int64_t N = da.size(0), G = da.size(1), W = operand.size(1), P = W - I;
+  const int64_t ld = da.stride(0);
+  const int64_t nt = std::max<int64_t>(1, std::min(usable_threads(), N / kGradientChunk));
+  const auto opts = operand.options();
+  at::Tensor partial = at::empty({nt, W, G}, opts);  // each thread's dW^T
+  at::Tensor chunks = at::empty({nt, W, kGradientChunk}, opts);
+  at::Tensor dw_ih = I > 0 ? at::empty({G, I}, opts) : at::Tensor();
+  at::Tensor dw_hh = at::empty({G, P}, opts);
+  const float* pa = da.data_ptr<float>();
+  const float* px = operand.data_ptr<float>();
+  float* sums = partial.data_ptr<float>();
+  float* d_ih = I > 0 ? dw_ih.data_ptr<float>() : nullptr;
+  float* d_hh = dw_hh.data_ptr<float>();
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int64_t r0 = N * tid / nth, r1 = N * (tid + 1) / nth;
+    float* a = chunks.data_ptr<float>() + tid * W * kGradientChunk;
+    float* c = sums + tid * W * G;
+    if (r0 == r1) std::fill(c, c + W * G, 0.0f);
+    for (int64_t k0 = r0; k0 < r1; k0 += kGradientChunk) {
+      const int64_t kn = std::min(kGradientChunk, r1 - k0);
+      transpose_into(px + k0 * W, kn, W, W, a, kGradientChunk);  // (W, kn)
+      for (int64_t n0 = 0; n0 < G; n0 += kColumns)
+        at::native::cpublas::brgemm(W, std::min(kColumns, G - n0), kn, kGradientChunk, ld, G,
+                                    /*add_C=*/k0 > r0, a, pa + k0 * ld + n0, c + n0, false);
+    }
+#pragma omp barrier
+    // this thread's columns of the sum, in whole 16-column tiles but for the last thread's
+    const int64_t tiles = (G + 15) / 16;
+    const int64_t g0 = std::min(G, 16 * (tiles * tid / nth));
+    const int64_t g1 = tid + 1 == nth ? G : std::min(G, 16 * (tiles * (tid + 1) / nth));
+    for (int64_t t = 1; t < nth; ++t)
+      for (int64_t r = 0; r < W; ++r) {
+        float* dst = sums + r * G;
+        const float* src = sums + (t * W + r) * G;
+#pragma omp simd
+        for (int64_t g = g0; g < g1; ++g) dst[g] += src[g];
+      }
+    if (g1 > g0) {
+      if (I > 0) transpose_into(sums + g0, I, g1 - g0, G, d_ih + g0 * I, I);
+      transpose_into(sums + I * G + g0, P, g1 - g0, G, d_hh + g0 * P, P);
+    }
+  }
+  return {dw_ih, dw_hh};
+}
+
+// {dW_ih, dW_hh} = da^T [x | h'] split at column I of the operand (see the top of this file);
+// dW_ih undefined when I = 0.
+inline std::vector<at::Tensor> weight_gradients(const at::Tensor& da, const at::Tensor& operand,
+                                                int64_t I) {
+  const at::Tensor da_t = da.t();  // (G, N)
+  const int64_t P = operand.size(1) - I;
+  at::Tensor dw_ih, dw_hh;
+  if (small_product(da_t, operand)) {
+    const at::Tensor a = row_major(da_t);
+    if (I > 0) dw_ih = mm_fast(a, operand.narrow(1, 0, I));
+    dw_hh = mm_fast(a, operand.narrow(1, I, P));
+  } else if (chunked_gradients(da, operand)) {
+    return weight_gradients_in_chunks(da, operand, I);
+  } else {
+    const at::Tensor dw = mm_fast(da_t, operand);
+    if (I > 0) dw_ih = column_block(dw, 0, I);
+    dw_hh = column_block(dw, I, P);
+  }
+  return {dw_ih, dw_hh};
+}
+
+}  // namespace lstmkit

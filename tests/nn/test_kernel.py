@@ -1011,16 +1011,20 @@ def _check_weight_gradients(module, dtype, n, g, i, p) -> None:
 
 
 def test_weight_gradients_match_torch(two_threads):
-    """Both weight gradients from one da and [x | h'] (weights.h): two products below
-    mm_small's threshold, partial sums in chunks of 128 rows where they fit, one merged product
-    and copies otherwise (float64, or partial sums too large), each contiguous."""
+    """Both weight gradients from one da and [x | h'] (weights.h): in chunks where dW^T fits in
+    512 KiB, split by rows (partial sums added up) from 128 rows a thread, else by columns; two
+    products below mm_small's threshold; one merged product and copies otherwise (float64, or
+    dW^T too large). Each contiguous."""
     for dtype, shape in (
-        (torch.float32, (100, 512, 32, 128)),  # the two products
-        (torch.float32, (600, 64, 8, 16)),  # chunks: 300 rows a thread, the last chunk 44
-        (torch.float32, (6400, 512, 32, 128)),  # chunks: (64, 100, 32, 128)
-        (torch.float32, (700, 200, 5, 27)),  # chunks: columns no multiple of 16 or of 256
-        (torch.float32, (1000, 520, 0, 24)),  # chunks without x (no dW_ih)
-        (torch.float32, (2000, 512, 64, 256)),  # merged on oneDNN (640 KiB of partial sums)
+        (torch.float32, (100, 512, 32, 128)),  # by columns: (1, 100, 32, 128)
+        (torch.float32, (1, 64, 8, 16)),  # by columns, one row
+        (torch.float32, (300, 200, 5, 27)),  # by columns, three chunks, columns no multiple of 16
+        (torch.float32, (600, 64, 8, 16)),  # by rows: 300 rows a thread, the last chunk 44
+        (torch.float32, (6400, 512, 32, 128)),  # by rows: (64, 100, 32, 128)
+        (torch.float32, (700, 200, 5, 27)),  # by rows, columns no multiple of 16 or of 256
+        (torch.float32, (1000, 520, 0, 24)),  # by rows without x (no dW_ih)
+        (torch.float32, (40, 1024, 32, 256)),  # the two small products (1.1 MiB of dW^T)
+        (torch.float32, (2000, 512, 64, 256)),  # merged on oneDNN (640 KiB of dW^T)
         (torch.float64, (9, 8, 3, 2)),  # merged, copied out
         (torch.float64, (700, 64, 8, 16)),  # merged, copied out
     ):
@@ -1030,13 +1034,13 @@ def test_weight_gradients_match_torch(two_threads):
 @pytest.mark.parametrize("threads", [1, 3])
 def test_weight_gradients_in_chunks_on_other_thread_counts(two_threads, threads):
     """The chunked product's threads each sum their own rows, then add up the partial sums over
-    their own columns: with one thread there is nothing to add, with three the middle thread's
-    columns lie between the others' (the machine may have fewer CPUs: the kernel is told it has
-    more)."""
+    their own columns, or (fewer rows) each multiply their own columns: with one thread there
+    is nothing to add, with three the middle thread's columns lie between the others' (the
+    machine may have fewer CPUs: the kernel is told it has more)."""
     torch.set_num_threads(threads)
     previous = two_threads.set_cpu_count_override(threads)
     try:
-        for shape in ((600, 64, 8, 16), (1000, 200, 5, 27), (400, 48, 0, 24)):
+        for shape in ((600, 64, 8, 16), (1000, 200, 5, 27), (400, 48, 0, 24), (100, 200, 5, 27)):
             _check_weight_gradients(two_threads, torch.float32, *shape)
     finally:
         two_threads.set_cpu_count_override(previous)

@@ -4,19 +4,24 @@
 //                                     its norm), [x | h'] (N, I + P), N = T B steps and rows
 //
 // in one of three ways, each returning both gradients contiguous:
+//   - in chunks (float, where dW^T takes at most 512 KiB): dW^T += [x | h']_chunk^T da_chunk,
+//     128 rows at a time, on the BRGEMM micro-kernel (da read in place, its rows as they lie;
+//     each chunk of [x | h'] transposed, 128 rows of I + P), then dW^T transposed into dW_ih and
+//     dW_hh. With at least 128 rows a thread each thread sums over its share of the rows into a
+//     partial sum of its own, and the threads add them up, each over its share of the columns;
+//     with fewer, each thread runs every row for its share of the columns (and transposes
+//     every chunk);
 //   - small (mm_small takes the product, gemm.h): one copy of da^T with contiguous rows and two
 //     products straight into dW_ih and dW_hh;
-//   - in chunks (float, partial sums of at most half of L2): every thread sums the product over its
-//     share of the N rows, 128 at a time, as dW^T += [x | h']_chunk^T da_chunk on the BRGEMM
-//     micro-kernel (da read in place, its rows as they lie; the chunk of [x | h'] transposed,
-//     128 rows of I + P), then the threads add up their partial sums and transpose them into
-//     dW_ih and dW_hh, each over its share of the G columns;
 //   - otherwise one product on oneDNN's matmul (mm_fast) and both copied out of it (one product
 //     of I + P columns ran faster there than two of I and P: 2.3-2.6 ms against 2.5-2.8 at
 //     (64, 100, 32, 128), benchmarks/kernel_parts.py).
-// At (64, 100, 32, 128), N = 6400, the chunks took 2.20 ms where the merged product took 2.44
-// (2 threads, medians of 200 calls alternating in one process), and a training call at that
-// shape 0.967-0.975 of its time (benchmarks/ab_kernel.py).
+// Against the two before them (2 threads, medians of 200 calls alternating in one process): at
+// (64, 100, 32, 128), N = 6400, the chunks took 2.20-2.37 ms where oneDNN's merged product took
+// 2.44-2.64; at (1, 100, 32, 128) 42 µs where the small products took 59. A training call
+// (benchmarks/ab_kernel.py): 0.967-0.975 of its time at (64, 100, 32, 128), 0.986 at batch 1
+// (where the unit split's backward leaves dz spread over both cores' caches; splitting the
+// columns as it splits the units gained nothing more).
 #pragma once
 
 #include "gemm.h"
@@ -36,8 +41,8 @@ inline at::Tensor column_block(const at::Tensor& m, int64_t c0, int64_t n) {
   return out;
 }
 
-// Rows of [x | h'] per chunk of the chunked product, and the most bytes of one thread's partial
-// sum dW^T (I + P, G) for which it runs. Against oneDNN's matmul (2 threads, data in L3): at
+// Rows of [x | h'] per chunk of the chunked product, and the most bytes of dW^T (I + P, G) for
+// which it runs. Split by rows, against oneDNN's matmul (2 threads, data in L3): at
 // G = 512 and I + P = 160 (320 KiB) 0.90-0.98 of its time from N = 600 to 6400; at G = 1024 and
 // I + P = 320 (1.25 MiB) 0.96-1.06 from N = 2000 to 12800, level; at 4.5 MiB and more, with the
 // partial sums beyond L2 (1 MiB a core here), up to 1.3 times its time.
@@ -45,23 +50,26 @@ constexpr int64_t kGradientChunk = 128;
 constexpr int64_t kGradientPartialBytes = int64_t(1) << 19;  // 512 KiB
 
 // Whether the chunked product takes da (N, G) and the operand (N, W): float, rows of both
-// contiguous, deeper than one chunk per thread and partial sums within kGradientPartialBytes.
+// contiguous, and dW^T (W, G) within kGradientPartialBytes.
 inline bool chunked_gradients(const at::Tensor& da, const at::Tensor& operand) {
   return da.scalar_type() == at::kFloat && operand.scalar_type() == at::kFloat &&
          da.stride(1) == 1 && da.stride(0) >= da.size(1) && operand.is_contiguous() &&
-         da.size(0) >= kGradientChunk * usable_threads() &&
          operand.size(1) * da.size(1) * int64_t(sizeof(float)) <= kGradientPartialBytes;
 }
 
 // {dW_ih, dW_hh} through the chunked product (see the top of this file); dW_ih undefined when
-// I = 0.
+// I = 0. `by_rows`: each thread sums over its share of the rows, then the threads add up their
+// partial sums; else each thread runs all the rows for its share of the columns (every thread
+// transposes every chunk: for few rows, where adding up partial sums costs more).
 inline std::vector<at::Tensor> weight_gradients_in_chunks(const at::Tensor& da,
-                                                          const at::Tensor& operand, int64_t I) {
+                                                          const at::Tensor& operand, int64_t I,
+                                                          bool by_rows) {
   const int64_t N = da.size(0), G = da.size(1), W = operand.size(1), P = W - I;
-  const int64_t ld = da.stride(0);
-  const int64_t nt = std::max<int64_t>(1, std::min(usable_threads(), N / kGradientChunk));
+  const int64_t ld = da.stride(0), tiles = (G + 15) / 16;
+  const int64_t nt = std::max<int64_t>(
+      1, std::min(usable_threads(), by_rows ? N / kGradientChunk : tiles));
   const auto opts = operand.options();
-  at::Tensor partial = at::empty({nt, W, G}, opts);  // each thread's dW^T
+  at::Tensor partial = at::empty({by_rows ? nt : 1, W, G}, opts);  // dW^T, each thread's
   at::Tensor chunks = at::empty({nt, W, kGradientChunk}, opts);
   at::Tensor dw_ih = I > 0 ? at::empty({G, I}, opts) : at::Tensor();
   at::Tensor dw_hh = at::empty({G, P}, opts);
@@ -73,29 +81,32 @@ inline std::vector<at::Tensor> weight_gradients_in_chunks(const at::Tensor& da,
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    const int64_t r0 = N * tid / nth, r1 = N * (tid + 1) / nth;
+    // this thread's columns, in whole 16-column tiles but for the last thread's
+    const int64_t g0 = std::min(G, 16 * (tiles * tid / nth));
+    const int64_t g1 = tid + 1 == nth ? G : std::min(G, 16 * (tiles * (tid + 1) / nth));
+    const int64_t r0 = by_rows ? N * tid / nth : 0, r1 = by_rows ? N * (tid + 1) / nth : N;
+    const int64_t c0 = by_rows ? 0 : g0, c1 = by_rows ? G : g1;  // the columns it multiplies
     float* a = chunks.data_ptr<float>() + tid * W * kGradientChunk;
-    float* c = sums + tid * W * G;
-    if (r0 == r1) std::fill(c, c + W * G, 0.0f);
+    float* c = sums + (by_rows ? tid * W * G : 0);
+    if (r0 == r1)
+      for (int64_t r = 0; r < W; ++r) std::fill(c + r * G + c0, c + r * G + c1, 0.0f);
     for (int64_t k0 = r0; k0 < r1; k0 += kGradientChunk) {
       const int64_t kn = std::min(kGradientChunk, r1 - k0);
       transpose_into(px + k0 * W, kn, W, W, a, kGradientChunk);  // (W, kn)
-      for (int64_t n0 = 0; n0 < G; n0 += kColumns)
-        at::native::cpublas::brgemm(W, std::min(kColumns, G - n0), kn, kGradientChunk, ld, G,
+      for (int64_t n0 = c0; n0 < c1; n0 += kColumns)
+        at::native::cpublas::brgemm(W, std::min(kColumns, c1 - n0), kn, kGradientChunk, ld, G,
                                     /*add_C=*/k0 > r0, a, pa + k0 * ld + n0, c + n0, false);
     }
+    if (by_rows) {
 #pragma omp barrier
-    // this thread's columns of the sum, in whole 16-column tiles but for the last thread's
-    const int64_t tiles = (G + 15) / 16;
-    const int64_t g0 = std::min(G, 16 * (tiles * tid / nth));
-    const int64_t g1 = tid + 1 == nth ? G : std::min(G, 16 * (tiles * (tid + 1) / nth));
-    for (int64_t t = 1; t < nth; ++t)
-      for (int64_t r = 0; r < W; ++r) {
-        float* dst = sums + r * G;
-        const float* src = sums + (t * W + r) * G;
+      for (int64_t t = 1; t < nth; ++t)
+        for (int64_t r = 0; r < W; ++r) {
+          float* dst = sums + r * G;
+          const float* src = sums + (t * W + r) * G;
 #pragma omp simd
-        for (int64_t g = g0; g < g1; ++g) dst[g] += src[g];
-      }
+          for (int64_t g = g0; g < g1; ++g) dst[g] += src[g];
+        }
+    }
     if (g1 > g0) {
       if (I > 0) transpose_into(sums + g0, I, g1 - g0, G, d_ih + g0 * I, I);
       transpose_into(sums + I * G + g0, P, g1 - g0, G, d_hh + g0 * P, P);
@@ -111,12 +122,13 @@ inline std::vector<at::Tensor> weight_gradients(const at::Tensor& da, const at::
   const at::Tensor da_t = da.t();  // (G, N)
   const int64_t P = operand.size(1) - I;
   at::Tensor dw_ih, dw_hh;
-  if (small_product(da_t, operand)) {
+  if (chunked_gradients(da, operand)) {
+    const bool by_rows = da.size(0) >= kGradientChunk * usable_threads();
+    return weight_gradients_in_chunks(da, operand, I, by_rows);
+  } else if (small_product(da_t, operand)) {
     const at::Tensor a = row_major(da_t);
     if (I > 0) dw_ih = mm_fast(a, operand.narrow(1, 0, I));
     dw_hh = mm_fast(a, operand.narrow(1, I, P));
-  } else if (chunked_gradients(da, operand)) {
-    return weight_gradients_in_chunks(da, operand, I);
   } else {
     const at::Tensor dw = mm_fast(da_t, operand);
     if (I > 0) dw_ih = column_block(dw, 0, I);

@@ -1018,7 +1018,10 @@ def test_weight_gradients_match_torch(two_threads):
     for dtype, shape in (
         (torch.float32, (100, 512, 32, 128)),  # by columns: (1, 100, 32, 128)
         (torch.float32, (1, 64, 8, 16)),  # by columns, one row
-        (torch.float32, (300, 200, 5, 27)),  # by columns, three chunks, columns no multiple of 16
+        (torch.float32, (255, 200, 5, 27)),  # by columns, two chunks (the last 127), columns
+        # no multiple of 16
+        (torch.float32, (300, 200, 5, 27)),  # by rows: 150 rows a thread (two chunks each)
+        (torch.float32, (0, 64, 8, 16)),  # no rows: zeros
         (torch.float32, (600, 64, 8, 16)),  # by rows: 300 rows a thread, the last chunk 44
         (torch.float32, (6400, 512, 32, 128)),  # by rows: (64, 100, 32, 128)
         (torch.float32, (700, 200, 5, 27)),  # by rows, columns no multiple of 16 or of 256
@@ -1031,6 +1034,17 @@ def test_weight_gradients_match_torch(two_threads):
         _check_weight_gradients(two_threads, dtype, *shape)
 
 
+def test_weight_gradients_name_mismatched_operands(two_threads):
+    """The raw entry checks what it is given before any product reads it."""
+    da, operand = torch.randn(2000, 64), torch.randn(500, 24)
+    with pytest.raises(RuntimeError, match=r"got da \[2000, 64\] and \[x \| h'\] \[500, 24\]"):
+        two_threads.weight_gradients(da, operand, 8)
+    with pytest.raises(RuntimeError, match="x's columns must lie in 0..24, got -1"):
+        two_threads.weight_gradients(torch.randn(500, 64), operand, -1)
+    with pytest.raises(RuntimeError, match="one dtype, got Float and Double"):
+        two_threads.weight_gradients(torch.randn(500, 64), operand.double(), 8)
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_weight_gradients_in_chunks_on_other_thread_counts(two_threads, threads):
     """The chunked product's threads each sum their own rows, then add up the partial sums over
@@ -1040,7 +1054,9 @@ def test_weight_gradients_in_chunks_on_other_thread_counts(two_threads, threads)
     torch.set_num_threads(threads)
     previous = two_threads.set_cpu_count_override(threads)
     try:
-        for shape in ((600, 64, 8, 16), (1000, 200, 5, 27), (400, 48, 0, 24), (100, 200, 5, 27)):
+        # (300 rows: by rows on one thread, by columns in three chunks on three)
+        shapes = ((600, 64, 8, 16), (1000, 200, 5, 27), (400, 48, 0, 24), (100, 200, 5, 27))
+        for shape in (*shapes, (300, 200, 5, 27)):
             _check_weight_gradients(two_threads, torch.float32, *shape)
     finally:
         two_threads.set_cpu_count_override(previous)

@@ -1011,13 +1011,15 @@ def _check_weight_gradients(module, dtype, n, g, i, p) -> None:
 
 
 def test_weight_gradients_match_torch(two_threads):
-    """Both weight gradients from one da and [x | h'] (weights.h): in chunks where dW^T fits in
-    512 KiB, split by rows (partial sums added up) from 128 rows a thread, else by columns; two
+    """Both weight gradients from one da and [x | h'] (weights.h): on the BRGEMM micro-kernel
+    where dW^T fits in 512 KiB, straight from da's columns for one chunk of rows (128), in
+    chunks split by rows (partial sums added up) from 128 rows a thread, else by columns; two
     products below mm_small's threshold; one merged product and copies otherwise (float64, or
     dW^T too large). Each contiguous."""
     for dtype, shape in (
-        (torch.float32, (100, 512, 32, 128)),  # by columns: (1, 100, 32, 128)
-        (torch.float32, (1, 64, 8, 16)),  # by columns, one row
+        (torch.float32, (100, 512, 32, 128)),  # one chunk: (1, 100, 32, 128)
+        (torch.float32, (1, 64, 8, 16)),  # one chunk, one row
+        (torch.float32, (120, 200, 0, 27)),  # one chunk, no x, columns no multiple of 16
         (torch.float32, (255, 200, 5, 27)),  # by columns, two chunks (the last 127), columns
         # no multiple of 16
         (torch.float32, (300, 200, 5, 27)),  # by rows: 150 rows a thread (two chunks each)
@@ -1048,13 +1050,13 @@ def test_weight_gradients_name_mismatched_operands(two_threads):
 @pytest.mark.parametrize("threads", [1, 3])
 def test_weight_gradients_in_chunks_on_other_thread_counts(two_threads, threads):
     """The chunked product's threads each sum their own rows, then add up the partial sums over
-    their own columns, or (fewer rows) each multiply their own columns: with one thread there
-    is nothing to add, with three the middle thread's columns lie between the others' (the
-    machine may have fewer CPUs: the kernel is told it has more)."""
+    their own columns, or (fewer rows, and for one chunk) each multiply their own columns: with
+    one thread there is nothing to add, with three the middle thread's columns lie between the
+    others' (the machine may have fewer CPUs: the kernel is told it has more)."""
     torch.set_num_threads(threads)
     previous = two_threads.set_cpu_count_override(threads)
     try:
-        # (300 rows: by rows on one thread, by columns in three chunks on three)
+        # (100 rows: one chunk; 300: by rows on one thread, by columns in three chunks on three)
         shapes = ((600, 64, 8, 16), (1000, 200, 5, 27), (400, 48, 0, 24), (100, 200, 5, 27))
         for shape in (*shapes, (300, 200, 5, 27)):
             _check_weight_gradients(two_threads, torch.float32, *shape)

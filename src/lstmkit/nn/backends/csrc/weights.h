@@ -4,24 +4,28 @@
 //                                     its norm), [x | h'] (N, I + P), N = T B steps and rows
 //
 // in one of three ways, each returning both gradients contiguous:
-//   - in chunks (float, where dW^T takes at most 512 KiB): dW^T += [x | h']_chunk^T da_chunk,
-//     128 rows at a time, on the BRGEMM micro-kernel (da read in place, its rows as they lie;
-//     each chunk of [x | h'] transposed, 128 rows of I + P), then dW^T transposed into dW_ih and
-//     dW_hh. With at least 128 rows a thread each thread sums over its share of the rows into a
-//     partial sum of its own, and the threads add them up, each over its share of the columns;
-//     with fewer, each thread runs every row for its share of the columns (and transposes
-//     every chunk);
+//   - on the BRGEMM micro-kernel (float, where dW^T takes at most 512 KiB), by the rows there are:
+//     - at most 128 (one chunk): each thread transposes its share of da's columns and multiplies
+//       it straight into its rows of dW_ih and dW_hh;
+//     - fewer than 128 a thread: dW^T += [x | h']_chunk^T da_chunk, 128 rows at a time (da read
+//       in place, its rows as they lie; each chunk of [x | h'], 128 rows of I + P, transposed),
+//       each thread over every row for its share of the columns, then transposed into dW_ih
+//       and dW_hh;
+//     - at least 128 a thread: the same chunks, each thread over its share of the rows into a
+//       partial sum of its own; the threads then add them up and transpose the sum, each over
+//       its share of the columns;
 //   - small (mm_small takes the product, gemm.h): one copy of da^T with contiguous rows and two
 //     products straight into dW_ih and dW_hh;
 //   - otherwise one product on oneDNN's matmul (mm_fast) and both copied out of it (one product
 //     of I + P columns ran faster there than two of I and P: 2.3-2.6 ms against 2.5-2.8 at
 //     (64, 100, 32, 128), benchmarks/kernel_parts.py).
-// Against the two before them (2 threads, medians of 200 calls alternating in one process): at
-// (64, 100, 32, 128), N = 6400, the chunks took 2.20-2.37 ms where oneDNN's merged product took
-// 2.44-2.64; at (1, 100, 32, 128) 42 µs where the small products took 59. A training call
-// (benchmarks/ab_kernel.py): 0.967-0.975 of its time at (64, 100, 32, 128), 0.986 at batch 1
-// (where the unit split's backward leaves dz spread over both cores' caches; splitting the
-// columns as it splits the units gained nothing more).
+// A training call against the version before each (benchmarks/ab_kernel.py, 2 threads): the
+// chunks by rows 0.975-0.979 of its time at (64, 100, 32, 128), where oneDNN's merged product
+// took 2.44-2.64 ms and they 2.20-2.37 timed alone; by columns 0.986 at (1, 100, 32, 128), where
+// the small products took 59 µs and they 42 timed alone (the unit split's backward leaves dz
+// spread over both cores' caches; splitting the columns as it splits the units gained nothing
+// more); one chunk against the chunks by columns 0.984-0.996 there (two runs), 0.984-0.992 at
+// (2, 60, 16, 64), but 1.007-1.021 at (1, 250, 32, 128), two chunks (hence only up to one).
 #pragma once
 
 #include "gemm.h"
@@ -115,6 +119,43 @@ inline std::vector<at::Tensor> weight_gradients_in_chunks(const at::Tensor& da,
   return {dw_ih, dw_hh};
 }
 
+// {dW_ih, dW_hh} for at most one chunk of rows (see the top of this file): each thread
+// transposes its own columns of da and multiplies them straight into its rows of dW_ih and
+// dW_hh, with no transposes of [x | h'] or of the results; dW_ih undefined when I = 0.
+inline std::vector<at::Tensor> weight_gradients_one_chunk(const at::Tensor& da,
+                                                       const at::Tensor& operand, int64_t I) {
+  const int64_t N = da.size(0), G = da.size(1), W = operand.size(1), P = W - I;
+  const int64_t ld = da.stride(0), tiles = (G + 15) / 16;
+  const int64_t nt = std::max<int64_t>(1, std::min(usable_threads(), tiles));
+  const auto opts = operand.options();
+  const int64_t width = 16 * ((tiles + nt - 1) / nt) + 16;  // widest share, with room
+  at::Tensor scratch = at::empty({nt, width * std::max<int64_t>(N, 1)}, opts);
+  at::Tensor dw_ih = I > 0 ? at::empty({G, I}, opts) : at::Tensor();
+  at::Tensor dw_hh = at::empty({G, P}, opts);
+  const float* pa = da.data_ptr<float>();
+  const float* px = operand.data_ptr<float>();
+  float* d_ih = I > 0 ? dw_ih.data_ptr<float>() : nullptr;
+  float* d_hh = dw_hh.data_ptr<float>();
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int64_t g0 = std::min(G, 16 * (tiles * tid / nth));
+    const int64_t g1 = tid + 1 == nth ? G : std::min(G, 16 * (tiles * (tid + 1) / nth));
+    float* a = scratch.data_ptr<float>() + tid * width * std::max<int64_t>(N, 1);
+    if (g1 > g0) {
+      if (N == 0) {
+        if (I > 0) std::fill(d_ih + g0 * I, d_ih + g1 * I, 0.0f);
+        std::fill(d_hh + g0 * P, d_hh + g1 * P, 0.0f);
+      } else {
+        transpose_into(pa + g0, N, g1 - g0, ld, a, N);  // (g1 - g0, N)
+        if (I > 0) gemm(g1 - g0, I, N, a, N, px, W, d_ih + g0 * I, I);
+        gemm(g1 - g0, P, N, a, N, px + I, W, d_hh + g0 * P, P);
+      }
+    }
+  }
+  return {dw_ih, dw_hh};
+}
+
 // {dW_ih, dW_hh} = da^T [x | h'] split at column I of the operand (see the top of this file);
 // dW_ih undefined when I = 0.
 inline std::vector<at::Tensor> weight_gradients(const at::Tensor& da, const at::Tensor& operand,
@@ -131,6 +172,7 @@ inline std::vector<at::Tensor> weight_gradients(const at::Tensor& da, const at::
   at::Tensor dw_ih, dw_hh;
   if (chunked_gradients(da, operand)) {
     const bool by_rows = da.size(0) >= kGradientChunk * usable_threads();
+    if (da.size(0) <= kGradientChunk) return weight_gradients_one_chunk(da, operand, I);
     return weight_gradients_in_chunks(da, operand, I, by_rows);
   } else if (small_product(da_t, operand)) {
     const at::Tensor a = row_major(da_t);

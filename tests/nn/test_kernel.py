@@ -997,17 +997,27 @@ def test_products_over_all_steps_match_torch(two_threads, m, k, n, layout):
 
 
 def _check_weight_gradients(module, dtype, n, g, i, p) -> None:
+    """Each gradient against float64 products, without and with the biases' sum (which only
+    the products on the BRGEMM micro-kernel add: float, dW^T and its row of ones in 512 KiB)."""
     torch.manual_seed(0)
     da = torch.randn(n, 2 * g, dtype=dtype)[:, g:]  # a direction's slice, rows 2G apart
     operand = torch.randn(n, i + p, dtype=dtype)
-    dw_ih, dw_hh = module.weight_gradients(da, operand, i)
-    assert dw_hh.is_contiguous() and dw_hh.shape == (g, p)
-    torch.testing.assert_close(dw_hh, da.t() @ operand[:, i:], rtol=1e-5, atol=1e-4)
-    if i == 0:
-        assert dw_ih is None
-    else:
-        assert dw_ih.is_contiguous() and dw_ih.shape == (g, i)
-        torch.testing.assert_close(dw_ih, da.t() @ operand[:, :i], rtol=1e-5, atol=1e-4)
+    exact = da.double().t() @ operand.double()
+    in_chunks = dtype == torch.float32 and (i + p + 1) * g * 4 <= 512 * 1024
+    for bias in (False, True):
+        dw_ih, dw_hh, db = module.weight_gradients(da, operand, i, bias)
+        assert dw_hh.is_contiguous() and dw_hh.shape == (g, p)
+        torch.testing.assert_close(dw_hh.double(), exact[:, i:], rtol=1e-5, atol=1e-4)
+        if i == 0:
+            assert dw_ih is None
+        else:
+            assert dw_ih.is_contiguous() and dw_ih.shape == (g, i)
+            torch.testing.assert_close(dw_ih.double(), exact[:, :i], rtol=1e-5, atol=1e-4)
+        if bias and in_chunks:
+            assert db.shape == (g,) and db.dtype == dtype
+            torch.testing.assert_close(db.double(), da.double().sum(0), rtol=1e-5, atol=1e-4)
+        else:
+            assert db is None
 
 
 def test_weight_gradients_match_torch(two_threads):
@@ -1045,6 +1055,37 @@ def test_weight_gradients_name_mismatched_operands(two_threads):
         two_threads.weight_gradients(torch.randn(500, 64), operand, -1)
     with pytest.raises(RuntimeError, match="one dtype, got Float and Double"):
         two_threads.weight_gradients(torch.randn(500, 64), operand.double(), 8)
+
+
+@pytest.mark.parametrize(
+    "batch,steps,bidirectional",
+    [(2, 50, False), (1, 200, False), (8, 40, False), (8, 40, True)],
+    ids=["one-chunk", "by-columns", "by-rows", "by-rows-bidirectional"],
+)
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
+def test_every_gradient_of_a_float32_layer_through_each_weight_product(
+    two_threads, cell, batch, steps, bidirectional
+):
+    """A float32 layer's gradients, the biases' included (which the products on the BRGEMM
+    micro-kernel sum as one more row, sparing the loops), through each way weights.h runs them:
+    one chunk of T B = 100 rows, 200 rows split by columns, 320 split by rows; against the
+    reference loop."""
+    torch.manual_seed(batch * steps)
+    layer = LSTM(6, 24, cell=cell, bidirectional=bidirectional, backend="reference")
+    reference = _perturbed(layer, torch.float32)
+    ours = _with_backend(reference, "kernel")
+    directions = 2 if bidirectional else 1
+    x = torch.randn(batch, steps, 6)
+    state = tuple(0.5 * torch.randn(directions, batch, 24) for _ in range(2))
+    out, _ = reference(x, state)
+    weights = [torch.randn(shape) for shape in (out.shape, *(s.shape for s in state))]
+    expected = _run(reference, x, state, None, weights)
+    got = _run(ours, x, state, None, weights)
+    assert any("bias" in name for name in expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(
+            got[name], value, atol=1e-4, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}"
+        )
 
 
 @pytest.mark.parametrize("threads", [1, 3])

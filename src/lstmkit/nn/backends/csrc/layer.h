@@ -258,27 +258,41 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
       const std::vector<at::Tensor> saved(kept.begin() + first_saved,
                                           kept.begin() + first_saved + num_saved);
       const at::Tensor dz = grad_xproj.slice(2, d * G, (d + 1) * G);
+      // The biases' gradient, Σ dz over every step and row: summed in double by the loops, or,
+      // where the weight gradients run on the BRGEMM micro-kernel (weights.h), as one more row
+      // of their product (a row of ones in its operand), which spares the loops a pass over
+      // each row of dz in double. Not for the layer-norm cell, whose biases are in its
+      // projection.
+      const at::Tensor& xh = kept[1 + d];  // undefined when no weight needs a gradient
+      const bool bias_in_product = s.bias_in_step && xh.defined() && s.kind != kLayerNorm &&
+                                   gradients_in_chunks(xh.scalar_type(), G, xh.size(2) + 1);
       std::vector<at::Tensor> res = lstmkit::backward(
           g_out.defined() ? std::optional<at::Tensor>(g_out.slice(2, d * P, (d + 1) * P))
                           : std::nullopt,
           g_hn.defined() ? std::optional<at::Tensor>(g_hn[d]) : std::nullopt,
           g_cn.defined() ? std::optional<at::Tensor>(g_cn[d]) : std::nullopt, dz,
           h0[d].contiguous(), p.w_hh, p.w_hr, p.peep, p.ln, lengths, d == 1, s.kind,
-          s.bias_in_step, saved);
+          s.bias_in_step && !bias_in_product, saved);
       dh0.push_back(res[0]);
       dc0.push_back(res[1]);
       // [dW_ih | dW_hh] (weight_gradients), from dz (or from da, before the layer norm:
       // res[2]), each returned contiguous (a view of the product would fail a hook's or
-      // autograd.grad caller's .view(); AccumulateGrad takes a contiguous one over as it is)
-      at::Tensor dw_ih, dw_hh;
-      const at::Tensor& xh = kept[1 + d];  // undefined when no weight needs a gradient
+      // autograd.grad caller's .view(); AccumulateGrad takes a contiguous one over as it is);
+      // with bias_in_product, the biases' gradient too
+      at::Tensor dw_ih, dw_hh, db = bias_in_product ? at::Tensor() : res[5];
       if (xh.defined()) {
         const int64_t I = xh.size(2) - P;  // x's columns (0 without W_ih's gradient)
         const at::Tensor& da = s.kind == kLayerNorm ? res[2] : dz;
+        const at::Tensor da_rows = da.reshape({T * B, G});
         const std::vector<at::Tensor> dw =
-            weight_gradients(da.reshape({T * B, G}), xh.view({T * B, I + P}), I);
+            weight_gradients(da_rows, xh.view({T * B, I + P}), I, bias_in_product);
         dw_ih = dw[0];
         dw_hh = dw[1];
+        if (bias_in_product) {
+          TORCH_CHECK(dw[2].defined(), "layer backward: the weight gradients' products did not "
+                      "sum the biases' gradient for a (", T * B, ", ", G, ") dz");
+          db = dw[2];
+        }
       }
       // res: dh0, dc0, da, dW_hr, dpeep, dbias, dln... (undefined where the cell has none)
       std::vector<at::Tensor>& dp = dparams[d];
@@ -287,8 +301,8 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
       if (s.proj) dp.push_back(res[3]);
       if (s.kind == kPeephole) dp.push_back(res[4]);
       if (s.bias_in_step) {
-        dp.push_back(res[5]);
-        dp.push_back(res[5]);  // b_hh: the same sum as b_ih
+        dp.push_back(db);
+        dp.push_back(db);  // b_hh: the same sum as b_ih
       }
       for (size_t k = 6; k < res.size(); ++k) dp.push_back(res[k]);
     }

@@ -9,7 +9,7 @@
 //   Stepper(layers, kind, hidden, batch).step(x)       streaming inference
 //   pair_forward(xq, hh, c0, peep, kind), pair_backward(dh, xq, hh, c0, peep, kind)
 //                                                       one step for every (state, input) pair
-//   weight_gradients(da, operand, inputs)               dW_ih, dW_hh as the layer computes them
+//   weight_gradients(da, operand, inputs, bias=False)   dW_ih, dW_hh (and db) as the layer does
 //   activation(x, name)                                 the cells' exp, sigmoid or tanh
 //   set_column_split_min_work(n)                        small-batch threading threshold
 //   set_cpu_count_override(n)                           more threads than CPUs (tests)
@@ -102,7 +102,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   });
   m.def("backward", &lstmkit::backward);
   m.def("linear_forward", &lstmkit::linear_forward);
-  m.def("weight_gradients", &lstmkit::weight_gradients);
+  m.def("weight_gradients", &lstmkit::weight_gradients, pybind11::arg("da"),
+        pybind11::arg("operand"), pybind11::arg("inputs"), pybind11::arg("bias") = false);
   m.def("layer", &lstmkit::layer);
   m.def("pair_forward", &lstmkit::pair_forward);
   m.def("pair_backward", &lstmkit::pair_backward);

@@ -1088,6 +1088,56 @@ def test_every_gradient_of_a_float32_layer_through_each_weight_product(
         )
 
 
+def test_weight_gradients_when_openmp_grants_fewer_threads_than_asked(kernel):
+    """OMP_THREAD_LIMIT (or OMP_DYNAMIC) can give a parallel region fewer threads than the
+    kernel asks for; each product then shares its rows or columns by the team it got. Three
+    threads asked, two granted: every way of weights.h against float64 (one chunk had written
+    past its share of scratch into the next thread's)."""
+    env = dict(os.environ, OMP_THREAD_LIMIT="2")
+    env.pop(DISABLE_ENV, None)
+    script = (
+        "import torch\n"
+        "from lstmkit.nn.backends.kernel import load_kernel\n"
+        "k = load_kernel(); torch.set_num_threads(3); k.set_cpu_count_override(3)\n"
+        "torch.manual_seed(0)\n"
+        "for n, g, i, p in ((100, 192, 8, 40), (300, 320, 5, 27), (1000, 192, 8, 40)):\n"
+        "    da, xh = torch.randn(n, g), torch.randn(n, i + p)\n"
+        "    dw_ih, dw_hh, db = k.weight_gradients(da, xh, i, True)\n"
+        "    exact = da.double().t() @ xh.double()\n"
+        "    err = max((dw_ih.double() - exact[:, :i]).abs().max().item(),\n"
+        "              (dw_hh.double() - exact[:, i:]).abs().max().item(),\n"
+        "              (db.double() - da.double().sum(0)).abs().max().item())\n"
+        "    print(n, err)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    for line in done.stdout.strip().splitlines():
+        rows, err = line.split()
+        assert float(err) < 1e-3, f"{rows} rows: off by {err}"
+
+
+def test_the_biases_gradient_at_the_products_size_limit(two_threads):
+    """At I = P = H = 128, [x | h'] (256 columns) and dW^T fit the products' 512 KiB exactly, but
+    not with the biases' row of ones: the loops sum the biases there, and one input fewer the
+    products do. Both against the reference, as the layer decides (with weights.h's own test)."""
+    for inputs in (128, 127):
+        torch.manual_seed(inputs)
+        reference = _perturbed(LSTM(inputs, 128, backend="reference"), torch.float32)
+        ours = _with_backend(reference, "kernel")
+        x = torch.randn(1, 30, inputs)
+        state = tuple(0.5 * torch.randn(1, 1, 128) for _ in range(2))
+        out, _ = reference(x, state)
+        weights = [torch.randn(shape) for shape in (out.shape, *(s.shape for s in state))]
+        expected = _run(reference, x, state, None, weights)
+        got = _run(ours, x, state, None, weights)
+        for name, value in expected.items():
+            torch.testing.assert_close(
+                got[name], value, atol=1e-4, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}"
+            )
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_weight_gradients_in_chunks_on_other_thread_counts(two_threads, threads):
     """The chunked product's threads each sum their own rows, then add up the partial sums over

@@ -161,7 +161,8 @@ inline void cell_forward_row_ln(const CellParams<T>& p, T* z, const T* x, const 
 // Forward of one row. `z` (4H; 3H for CIFG) holds W_hh h' on entry; `x` (the same width) is the
 // input projection (biases included). Writes the activated gates [i f g o] ([f g o]) to `gates`
 // (z when null; it may be x too: each unit's gates are read before they are written), c (H)
-// and m (H).
+// and m (H). c may be c_prev (the Stepper updates it in place): c_prev is read before c is
+// written, and the second loop below reads the new c.
 template <typename T>
 inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* c_prev, T* c,
                              T* m, const LNSaved<T>& ln, T* scratch, T* gates = nullptr) {

@@ -259,13 +259,15 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
                                           kept.begin() + first_saved + num_saved);
       const at::Tensor dz = grad_xproj.slice(2, d * G, (d + 1) * G);
       // The biases' gradient, Σ dz over every step and row: summed in double by the loops, or,
-      // where the weight gradients run on the BRGEMM micro-kernel (weights.h), as one more row
-      // of their product (a row of ones in its operand), which spares the loops a pass over
-      // each row of dz in double. Not for the layer-norm cell, whose biases are in its
-      // projection.
+      // where the weight gradients run on the BRGEMM micro-kernel (weights.h, which decides
+      // with the same test on the same tensors), with them (one more row of their product, or
+      // for one chunk of rows a plain sum), which spares the loops a pass over each row of dz
+      // in double. (The layer-norm cell has no biases in the step: da there is not dz.)
       const at::Tensor& xh = kept[1 + d];  // undefined when no weight needs a gradient
-      const bool bias_in_product = s.bias_in_step && xh.defined() && s.kind != kLayerNorm &&
-                                   gradients_in_chunks(xh.scalar_type(), G, xh.size(2) + 1);
+      const at::Tensor dz_rows = dz.view({T * B, G});  // (a slice of rows D G apart)
+      const bool bias_in_product =
+          s.bias_in_step && xh.defined() && s.kind != kLayerNorm &&
+          chunked_gradients(dz_rows, xh.view({T * B, xh.size(2)}), /*bias=*/true);
       std::vector<at::Tensor> res = lstmkit::backward(
           g_out.defined() ? std::optional<at::Tensor>(g_out.slice(2, d * P, (d + 1) * P))
                           : std::nullopt,

@@ -31,7 +31,7 @@
 // took 2.44-2.64 ms and they 2.20-2.37 timed alone; by columns 0.986 at (1, 100, 32, 128), where
 // the small products took 59 µs and they 42 timed alone (the unit split's backward leaves dz
 // spread over both cores' caches; splitting the columns as it splits the units gained nothing
-// more); one chunk against the chunks by columns 0.984-0.996 there (two runs), 0.984-0.992 at
+// more); one chunk against the chunks by columns 0.985-0.996 there, 0.991-0.992 at
 // (2, 60, 16, 64), but 1.007-1.021 at (1, 250, 32, 128), two chunks (hence only up to one).
 #pragma once
 
@@ -74,8 +74,8 @@ inline bool chunked_gradients(const at::Tensor& da, const at::Tensor& operand, b
          gradients_in_chunks(da.scalar_type(), da.size(1), operand.size(1) + int64_t(bias));
 }
 
-// {dW_ih, dW_hh} through the chunked product (see the top of this file); dW_ih undefined when
-// I = 0. `by_rows`: each thread sums over its share of the rows, then the threads add up their
+// {dW_ih, dW_hh, db} through the chunked product (see the top of this file); dW_ih undefined
+// when I = 0, db without `bias`. `by_rows`: each thread sums over its share of the rows, then the threads add up their
 // partial sums; else each thread runs all the rows for its share of the columns (every thread
 // transposes every chunk: for few rows, where adding up partial sums costs more).
 inline std::vector<at::Tensor> weight_gradients_in_chunks(const at::Tensor& da,
@@ -137,9 +137,10 @@ inline std::vector<at::Tensor> weight_gradients_in_chunks(const at::Tensor& da,
   return {dw_ih, dw_hh, db};
 }
 
-// {dW_ih, dW_hh} for at most one chunk of rows (see the top of this file): each thread
+// {dW_ih, dW_hh, db} for at most one chunk of rows (see the top of this file): each thread
 // transposes its own columns of da and multiplies them straight into its rows of dW_ih and
-// dW_hh, with no transposes of [x | h'] or of the results; dW_ih undefined when I = 0.
+// dW_hh, with no transposes of [x | h'] or of the results, and with `bias` sums them over the
+// rows; dW_ih undefined when I = 0, db without `bias`.
 inline std::vector<at::Tensor> weight_gradients_one_chunk(const at::Tensor& da,
                                                        const at::Tensor& operand, int64_t I,
                                                        bool bias) {
@@ -147,8 +148,9 @@ inline std::vector<at::Tensor> weight_gradients_one_chunk(const at::Tensor& da,
   const int64_t ld = da.stride(0), tiles = (G + 15) / 16;
   const int64_t nt = std::max<int64_t>(1, std::min(usable_threads(), tiles));
   const auto opts = operand.options();
-  const int64_t width = 16 * ((tiles + nt - 1) / nt) + 16;  // widest share, with room
-  at::Tensor scratch = at::empty({nt, width * std::max<int64_t>(N, 1)}, opts);
+  // every thread's columns of da, transposed, at its first column's row (a team smaller than
+  // nt gives each thread more columns: shares are by the team's size)
+  at::Tensor scratch = at::empty({G, std::max<int64_t>(N, 1)}, opts);
   at::Tensor dw_ih = I > 0 ? at::empty({G, I}, opts) : at::Tensor();
   at::Tensor dw_hh = at::empty({G, P}, opts);
   at::Tensor db = bias ? at::empty({G}, opts) : at::Tensor();
@@ -162,7 +164,7 @@ inline std::vector<at::Tensor> weight_gradients_one_chunk(const at::Tensor& da,
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
     const int64_t g0 = std::min(G, 16 * (tiles * tid / nth));
     const int64_t g1 = tid + 1 == nth ? G : std::min(G, 16 * (tiles * (tid + 1) / nth));
-    float* a = scratch.data_ptr<float>() + tid * width * std::max<int64_t>(N, 1);
+    float* a = scratch.data_ptr<float>() + g0 * std::max<int64_t>(N, 1);
     if (bias && g1 > g0) {  // Σ da over the rows, its own columns
       std::fill(d_b + g0, d_b + g1, 0.0f);
       for (int64_t r = 0; r < N; ++r) {

@@ -217,19 +217,26 @@ def _check_float32_layer(cell: str, hidden: int, batch: int) -> None:
     """One float32 layer of ``hidden`` units on the kernel against the reference loop."""
     torch.manual_seed(hidden)
     reference = _perturbed(LSTM(5, hidden, cell=cell, backend="reference"), torch.float32)
+    _assert_kernel_matches(
+        reference, torch.randn(batch, 6, 5), lambda v: _tolerance(cell, torch.float32, v)
+    )
+
+
+def _assert_kernel_matches(reference: LSTM, x: torch.Tensor, tolerance) -> None:
+    """The kernel's twin of ``reference`` against it on (batch-first) ``x`` from a random
+    state: outputs, final state and every gradient of a weighted loss, each within
+    ``tolerance(expected)`` (assert_close's keyword arguments)."""
     ours = _with_backend(reference, "kernel")
-    x = torch.randn(batch, 6, 5)
-    state = tuple(0.5 * torch.randn(1, batch, hidden) for _ in range(2))
+    layers = reference.config.num_layers * reference.config.num_directions
+    hidden = reference.config.hidden_size
+    state = tuple(0.5 * torch.randn(layers, x.shape[0], hidden) for _ in range(2))
     out, _ = reference(x, state)
     weights = [torch.randn(shape) for shape in (out.shape, *(s.shape for s in state))]
     expected = _run(reference, x, state, None, weights)
     got = _run(ours, x, state, None, weights)
     for name, value in expected.items():
         torch.testing.assert_close(
-            got[name],
-            value,
-            **_tolerance(cell, torch.float32, value),
-            msg=lambda m, n=name: f"{n}: {m}",
+            got[name], value, **tolerance(value), msg=lambda m, n=name: f"{n}: {m}"
         )
 
 
@@ -1073,19 +1080,10 @@ def test_every_gradient_of_a_float32_layer_through_each_weight_product(
     torch.manual_seed(batch * steps)
     layer = LSTM(6, 24, cell=cell, bidirectional=bidirectional, backend="reference")
     reference = _perturbed(layer, torch.float32)
-    ours = _with_backend(reference, "kernel")
-    directions = 2 if bidirectional else 1
-    x = torch.randn(batch, steps, 6)
-    state = tuple(0.5 * torch.randn(directions, batch, 24) for _ in range(2))
-    out, _ = reference(x, state)
-    weights = [torch.randn(shape) for shape in (out.shape, *(s.shape for s in state))]
-    expected = _run(reference, x, state, None, weights)
-    got = _run(ours, x, state, None, weights)
-    assert any("bias" in name for name in expected)
-    for name, value in expected.items():
-        torch.testing.assert_close(
-            got[name], value, atol=1e-4, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}"
-        )
+    assert any("bias" in name for name, _ in reference.named_parameters())
+    _assert_kernel_matches(
+        reference, torch.randn(batch, steps, 6), lambda v: dict(atol=1e-4, rtol=1e-4)
+    )
 
 
 def test_weight_gradients_when_openmp_grants_fewer_threads_than_asked(kernel):
@@ -1125,17 +1123,9 @@ def test_the_biases_gradient_at_the_products_size_limit(two_threads):
     for inputs in (128, 127):
         torch.manual_seed(inputs)
         reference = _perturbed(LSTM(inputs, 128, backend="reference"), torch.float32)
-        ours = _with_backend(reference, "kernel")
-        x = torch.randn(1, 30, inputs)
-        state = tuple(0.5 * torch.randn(1, 1, 128) for _ in range(2))
-        out, _ = reference(x, state)
-        weights = [torch.randn(shape) for shape in (out.shape, *(s.shape for s in state))]
-        expected = _run(reference, x, state, None, weights)
-        got = _run(ours, x, state, None, weights)
-        for name, value in expected.items():
-            torch.testing.assert_close(
-                got[name], value, atol=1e-4, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}"
-            )
+        _assert_kernel_matches(
+            reference, torch.randn(1, 30, inputs), lambda v: dict(atol=1e-4, rtol=1e-4)
+        )
 
 
 @pytest.mark.parametrize("threads", [1, 3])

@@ -60,6 +60,14 @@ inline at::Tensor column_block(const at::Tensor& m, int64_t c0, int64_t n) {
 constexpr int64_t kGradientChunk = 128;
 constexpr int64_t kGradientPartialBytes = int64_t(1) << 19;  // 512 KiB
 
+// Thread `tid` of `nth`'s share of G columns, [first, last): whole 16-column tiles, but for
+// the last thread's.
+inline std::pair<int64_t, int64_t> column_share(int64_t G, int64_t tid, int64_t nth) {
+  const int64_t tiles = (G + 15) / 16;
+  return {std::min(G, 16 * (tiles * tid / nth)),
+          tid + 1 == nth ? G : std::min(G, 16 * (tiles * (tid + 1) / nth))};
+}
+
 // Whether the products on the BRGEMM micro-kernel take G gate columns and an operand of W
 // columns in `dtype` (W + 1 with the biases' row of ones): float, dW^T within
 // kGradientPartialBytes.
@@ -74,10 +82,28 @@ inline bool chunked_gradients(const at::Tensor& da, const at::Tensor& operand, b
          gradients_in_chunks(da.scalar_type(), da.size(1), operand.size(1) + int64_t(bias));
 }
 
+// The gradients a product returns, allocated, and where to write them.
+struct GradientOutputs {
+  at::Tensor dw_ih, dw_hh, db;  // (G, I) undefined when I = 0; (G, P); (G,) only with `bias`
+  float* ih = nullptr;
+  float* hh = nullptr;
+  float* b = nullptr;
+  GradientOutputs(int64_t G, int64_t I, int64_t P, bool bias, const at::TensorOptions& opts)
+      : dw_ih(I > 0 ? at::empty({G, I}, opts) : at::Tensor()),
+        dw_hh(at::empty({G, P}, opts)),
+        db(bias ? at::empty({G}, opts) : at::Tensor()) {
+    if (I > 0) ih = dw_ih.data_ptr<float>();
+    hh = dw_hh.data_ptr<float>();
+    if (bias) b = db.data_ptr<float>();
+  }
+  std::vector<at::Tensor> list() const { return {dw_ih, dw_hh, db}; }
+};
+
 // {dW_ih, dW_hh, db} through the chunked product (see the top of this file); dW_ih undefined
-// when I = 0, db without `bias`. `by_rows`: each thread sums over its share of the rows, then the threads add up their
-// partial sums; else each thread runs all the rows for its share of the columns (every thread
-// transposes every chunk: for few rows, where adding up partial sums costs more).
+// when I = 0, db without `bias`. `by_rows`: each thread sums over its share of the rows, then
+// the threads add up their partial sums; else each thread runs all the rows for its share of
+// the columns (every thread transposes every chunk: for few rows, where adding up partial sums
+// costs more).
 inline std::vector<at::Tensor> weight_gradients_in_chunks(const at::Tensor& da,
                                                           const at::Tensor& operand, int64_t I,
                                                           bool by_rows, bool bias) {
@@ -89,21 +115,15 @@ inline std::vector<at::Tensor> weight_gradients_in_chunks(const at::Tensor& da,
   const auto opts = operand.options();
   at::Tensor partial = at::empty({by_rows ? nt : 1, M, G}, opts);  // dW^T, each thread's
   at::Tensor chunks = at::empty({nt, M, kGradientChunk}, opts);
-  at::Tensor dw_ih = I > 0 ? at::empty({G, I}, opts) : at::Tensor();
-  at::Tensor dw_hh = at::empty({G, P}, opts);
-  at::Tensor db = bias ? at::empty({G}, opts) : at::Tensor();
+  const GradientOutputs out(G, I, P, bias, opts);
   const float* pa = da.data_ptr<float>();
   const float* px = operand.data_ptr<float>();
   float* sums = partial.data_ptr<float>();
-  float* d_ih = I > 0 ? dw_ih.data_ptr<float>() : nullptr;
-  float* d_hh = dw_hh.data_ptr<float>();
-  float* d_b = bias ? db.data_ptr<float>() : nullptr;
+  float *d_ih = out.ih, *d_hh = out.hh, *d_b = out.b;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    // this thread's columns, in whole 16-column tiles but for the last thread's
-    const int64_t g0 = std::min(G, 16 * (tiles * tid / nth));
-    const int64_t g1 = tid + 1 == nth ? G : std::min(G, 16 * (tiles * (tid + 1) / nth));
+    const auto [g0, g1] = column_share(G, tid, nth);  // this thread's columns
     const int64_t r0 = by_rows ? N * tid / nth : 0, r1 = by_rows ? N * (tid + 1) / nth : N;
     const int64_t c0 = by_rows ? 0 : g0, c1 = by_rows ? G : g1;  // the columns it multiplies
     float* a = chunks.data_ptr<float>() + tid * M * kGradientChunk;
@@ -134,7 +154,7 @@ inline std::vector<at::Tensor> weight_gradients_in_chunks(const at::Tensor& da,
       if (bias) std::memcpy(d_b + g0, sums + W * G + g0, sizeof(float) * (g1 - g0));
     }
   }
-  return {dw_ih, dw_hh, db};
+  return out.list();
 }
 
 // {dW_ih, dW_hh, db} for at most one chunk of rows (see the top of this file): each thread
@@ -151,19 +171,14 @@ inline std::vector<at::Tensor> weight_gradients_one_chunk(const at::Tensor& da,
   // every thread's columns of da, transposed, at its first column's row (a team smaller than
   // nt gives each thread more columns: shares are by the team's size)
   at::Tensor scratch = at::empty({G, std::max<int64_t>(N, 1)}, opts);
-  at::Tensor dw_ih = I > 0 ? at::empty({G, I}, opts) : at::Tensor();
-  at::Tensor dw_hh = at::empty({G, P}, opts);
-  at::Tensor db = bias ? at::empty({G}, opts) : at::Tensor();
+  const GradientOutputs out(G, I, P, bias, opts);
   const float* pa = da.data_ptr<float>();
   const float* px = operand.data_ptr<float>();
-  float* d_ih = I > 0 ? dw_ih.data_ptr<float>() : nullptr;
-  float* d_hh = dw_hh.data_ptr<float>();
-  float* d_b = bias ? db.data_ptr<float>() : nullptr;
+  float *d_ih = out.ih, *d_hh = out.hh, *d_b = out.b;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    const int64_t g0 = std::min(G, 16 * (tiles * tid / nth));
-    const int64_t g1 = tid + 1 == nth ? G : std::min(G, 16 * (tiles * (tid + 1) / nth));
+    const auto [g0, g1] = column_share(G, tid, nth);  // this thread's columns
     float* a = scratch.data_ptr<float>() + g0 * std::max<int64_t>(N, 1);
     if (bias && g1 > g0) {  // Σ da over the rows, its own columns
       std::fill(d_b + g0, d_b + g1, 0.0f);
@@ -184,7 +199,7 @@ inline std::vector<at::Tensor> weight_gradients_one_chunk(const at::Tensor& da,
       }
     }
   }
-  return {dw_ih, dw_hh, db};
+  return out.list();
 }
 
 // {dW_ih, dW_hh, db} = da^T [x | h'] split at column I of the operand, and with `bias` the sum

@@ -13,10 +13,10 @@ At (B, T, I, H) = (1, 1, 32, 128) (a call that is all fixed cost), (1, 100, 32, 
   called directly (the forward without writing h' into the weight gradients' operand, which
   a training call's forward loop also does);
 - the GEMMs of the layer: the input projection, dx, and the weight gradients as the layer
-  computes them (``weight_gradients`` in ``csrc/layer.h``: in float below 16M multiply-adds, a
-  copy of dz^T with contiguous rows and two products, dW_ih = dz^T x and dW_hh = dz^T h', each
-  written straight into its own tensor; above, one product [dW_ih | dW_hh] = dz^T [x | h'] and
-  the two copied out of it).
+  computes them (``weight_gradients`` in ``csrc/weights.h``: in float where dW^T takes at most
+  512 KiB, on the BRGEMM micro-kernel in chunks of 128 rows, the biases' gradient with them as
+  one more row, which the backward loop then leaves out; elsewhere two small products or one
+  on oneDNN's matmul).
 
 What the whole call costs beyond the parts is Python, autograd and the module call. Writes JSON
 and a Markdown table.
@@ -72,6 +72,9 @@ def parts(batch: int, steps: int, inputs: int, hidden: int, reps: int) -> dict[s
     h0, c0 = torch.zeros(batch, hidden), torch.zeros(batch, hidden)
     out = torch.empty(steps, batch, hidden)
     kind = CELL_KINDS["lstm"]
+    # where the layer sums the biases' gradient with the weight gradients (weights.h: float,
+    # dW^T and its row of ones within 512 KiB), its backward loop leaves that sum out
+    bias_in_product = (inputs + hidden + 1) * 4 * hidden * 4 <= 512 * 1024
     args = (xproj, h0, c0, w_hh, None, None, bias, [], None, False, kind)
     saved = [t for t in kernel.forward(*args, True, out)[2:] if t is not None]
     grad_out = torch.ones(steps, batch, hidden)
@@ -120,12 +123,14 @@ def parts(batch: int, steps: int, inputs: int, hidden: int, reps: int) -> dict[s
             None,
             False,
             kind,
-            True,
+            not bias_in_product,
             saved,
         ),
         "GEMM: input projection x W_ih^T": lambda: kernel.linear_forward(flat_x, w_ih),
         "GEMM: dx = dz W_ih": lambda: kernel.linear_forward(grad, w_ih.t()),
-        "GEMM: dW_ih and dW_hh": lambda: kernel.weight_gradients(grad, xh, inputs),
+        "GEMM: dW_ih and dW_hh (and db)": lambda: kernel.weight_gradients(
+            grad, xh, inputs, bias_in_product
+        ),
     }
     start = time.perf_counter()  # warm every part, and the CPU's clock, before timing any
     while time.perf_counter() - start < 0.5:

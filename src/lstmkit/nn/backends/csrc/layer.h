@@ -264,10 +264,10 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
       // for one chunk of rows a plain sum), which spares the loops a pass over each row of dz
       // in double. (The layer-norm cell has no biases in the step: da there is not dz.)
       const at::Tensor& xh = kept[1 + d];  // undefined when no weight needs a gradient
+      const at::Tensor xh_rows = xh.defined() ? xh.view({T * B, xh.size(2)}) : at::Tensor();
       const at::Tensor dz_rows = dz.view({T * B, G});  // (a slice of rows D G apart)
-      const bool bias_in_product =
-          s.bias_in_step && xh.defined() && s.kind != kLayerNorm &&
-          chunked_gradients(dz_rows, xh.view({T * B, xh.size(2)}), /*bias=*/true);
+      const bool bias_in_product = s.bias_in_step && xh.defined() && s.kind != kLayerNorm &&
+                                   chunked_gradients(dz_rows, xh_rows, /*bias=*/true);
       std::vector<at::Tensor> res = lstmkit::backward(
           g_out.defined() ? std::optional<at::Tensor>(g_out.slice(2, d * P, (d + 1) * P))
                           : std::nullopt,
@@ -284,10 +284,8 @@ struct LayerFunction : public torch::autograd::Function<LayerFunction> {
       at::Tensor dw_ih, dw_hh, db = bias_in_product ? at::Tensor() : res[5];
       if (xh.defined()) {
         const int64_t I = xh.size(2) - P;  // x's columns (0 without W_ih's gradient)
-        const at::Tensor& da = s.kind == kLayerNorm ? res[2] : dz;
-        const at::Tensor da_rows = da.reshape({T * B, G});
-        const std::vector<at::Tensor> dw =
-            weight_gradients(da_rows, xh.view({T * B, I + P}), I, bias_in_product);
+        const at::Tensor da_rows = s.kind == kLayerNorm ? res[2].reshape({T * B, G}) : dz_rows;
+        const std::vector<at::Tensor> dw = weight_gradients(da_rows, xh_rows, I, bias_in_product);
         dw_ih = dw[0];
         dw_hh = dw[1];
         if (bias_in_product) {

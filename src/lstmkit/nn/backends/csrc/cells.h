@@ -110,6 +110,8 @@ struct CellParams {
   const T* ln_h_b = nullptr;   // (4H,)
   const T* ln_c_w = nullptr;   // (H,) gain of LN over c_t
   const T* ln_c_b = nullptr;   // (H,)
+  const T* bias = nullptr;     // (G,) b_ih + b_hh, added to x by the plain, peephole and CIFG
+                               // cells (the layer-norm cell's x holds its biases)
   T eps = T(1e-5);
 };
 
@@ -158,21 +160,16 @@ inline void cell_forward_row_ln(const CellParams<T>& p, T* z, const T* x, const 
     m[j] = zo[j] * tanh_approx(scratch[j] * p.ln_c_w[j] + p.ln_c_b[j]);
 }
 
-// Forward of one row. `z` (4H; 3H for CIFG) holds W_hh h' on entry; `x` (the same width) is the
-// input projection (biases included). Writes the activated gates [i f g o] ([f g o]) to `gates`
-// (z when null; it may be x too: each unit's gates are read before they are written), c (H)
-// and m (H). c may be c_prev (the Stepper updates it in place): c_prev is read before c is
-// written, and the second loop below reads the new c.
-template <typename T>
-inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* c_prev, T* c,
-                             T* m, const LNSaved<T>& ln, T* scratch, T* gates = nullptr) {
+// The plain, peephole and CIFG cells' forward of one row (cell_forward_row), with x + b as the
+// input projection where kBias. The biases are added here, as each element is read, rather than
+// in a pass of their own over x first: the same sums, z + (x + b), so the same results to the
+// bit.
+template <typename T, bool kBias>
+inline void cell_forward_gates(const CellParams<T>& p, const T* z, const T* x, const T* c_prev,
+                               T* c, T* m, T* gates) {
   const int64_t H = p.H;
-  if (gates == nullptr) gates = z;
-  if (p.kind == kLayerNorm) {  // z is the norm's workspace; the gates go out at the end
-    cell_forward_row_ln(p, z, x, c_prev, c, m, ln, scratch);
-    if (gates != z) std::memcpy(gates, z, sizeof(T) * 4 * H);
-    return;
-  }
+  const T* b = p.bias;
+  const auto in = [x, b](int64_t k) { return kBias ? x[k] + b[k] : x[k]; };
   const T* zi = z;
   const T* zf = z + H;
   const T* zg = z + 2 * H;
@@ -194,9 +191,9 @@ inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* 
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const T cp = c_prev[j];
-      const T i = sigmoid(zi[j] + x[j] + pi[j] * cp);
-      const T f = sigmoid(zf[j] + x[H + j] + pf[j] * cp);
-      const T g = tanh_approx(zg[j] + x[2 * H + j]);
+      const T i = sigmoid(zi[j] + in(j) + pi[j] * cp);
+      const T f = sigmoid(zf[j] + in(H + j) + pf[j] * cp);
+      const T g = tanh_approx(zg[j] + in(2 * H + j));
       oi[j] = i;
       of[j] = f;
       og[j] = g;
@@ -205,31 +202,31 @@ inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* 
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const T cn = c[j];
-      const T o = sigmoid(zo[j] + x[3 * H + j] + po[j] * cn);
+      const T o = sigmoid(zo[j] + in(3 * H + j) + po[j] * cn);
       oo[j] = o;
       m[j] = o * tanh_approx(cn);
     }
   } else if (p.kind == kCIFG) {  // blocks [f g o]
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
-      const T f = sigmoid(z[j] + x[j]);
-      const T g = tanh_approx(z[H + j] + x[H + j]);
+      const T f = sigmoid(z[j] + in(j));
+      const T g = tanh_approx(z[H + j] + in(H + j));
       gates[j] = f;
       gates[H + j] = g;
       c[j] = f * c_prev[j] + (T(1) - f) * g;
     }
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
-      const T o = sigmoid(z[2 * H + j] + x[2 * H + j]);
+      const T o = sigmoid(z[2 * H + j] + in(2 * H + j));
       gates[2 * H + j] = o;
       m[j] = o * tanh_approx(c[j]);
     }
   } else {
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
-      const T i = sigmoid(zi[j] + x[j]);
-      const T f = sigmoid(zf[j] + x[H + j]);
-      const T g = tanh_approx(zg[j] + x[2 * H + j]);
+      const T i = sigmoid(zi[j] + in(j));
+      const T f = sigmoid(zf[j] + in(H + j));
+      const T g = tanh_approx(zg[j] + in(2 * H + j));
       oi[j] = i;
       of[j] = f;
       og[j] = g;
@@ -237,10 +234,29 @@ inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* 
     }
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
-      const T o = sigmoid(zo[j] + x[3 * H + j]);
+      const T o = sigmoid(zo[j] + in(3 * H + j));
       oo[j] = o;
       m[j] = o * tanh_approx(c[j]);
     }
+  }
+}
+
+// Forward of one row. `z` (4H; 3H for CIFG) holds W_hh h' on entry; `x` (the same width) is the
+// input projection, without the biases where p.bias holds them. Writes the activated gates
+// [i f g o] ([f g o]) to `gates` (z when null; it may be x too: each unit's gates are read before
+// they are written), c (H) and m (H). c may be c_prev (the Stepper updates it in place): c_prev
+// is read before c is written, and the second loop reads the new c.
+template <typename T>
+inline void cell_forward_row(const CellParams<T>& p, T* z, const T* x, const T* c_prev, T* c,
+                             T* m, const LNSaved<T>& ln, T* scratch, T* gates = nullptr) {
+  if (gates == nullptr) gates = z;
+  if (p.kind == kLayerNorm) {  // z is the norm's workspace; the gates go out at the end
+    cell_forward_row_ln(p, z, x, c_prev, c, m, ln, scratch);
+    if (gates != z) std::memcpy(gates, z, sizeof(T) * 4 * p.H);
+  } else if (p.bias != nullptr) {
+    cell_forward_gates<T, true>(p, z, x, c_prev, c, m, gates);
+  } else {
+    cell_forward_gates<T, false>(p, z, x, c_prev, c, m, gates);
   }
 }
 

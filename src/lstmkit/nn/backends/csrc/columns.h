@@ -148,7 +148,8 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
     pack_peepholes(has_peep ? peep->data_ptr<T>() : nullptr, n.H, u0, nu, pp);
     T* bl = bias ? packed.data_ptr<T>() + n.G * n.P + 3 * n.H + nb * u0 : nullptr;
     if (bl != nullptr) gather_gates(bias->data_ptr<T>(), nb, n.H, u0, nu, bl);
-    const CellParams<T> p = unit_params<T>(kind, nu, pp);
+    CellParams<T> p = unit_params<T>(kind, nu, pp);
+    p.bias = bl;  // added as the cell reads the gathered projection
     T* z = scratch.data_ptr<T>() + tid * (n.B * n.G + n.G);
     T* xl = z + n.B * G;
     const LNSaved<T> no_ln;
@@ -174,10 +175,6 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
         const int64_t t = reverse ? lb - 1 - s : s;
         T* zb = z + b * G;
         gather_gates(x.row(t, b), nb, n.H, u0, nu, xl);
-        if (bl != nullptr) {
-#pragma omp simd
-          for (int64_t j = 0; j < G; ++j) xl[j] += bl[j];
-        }
         cell_forward_row(p, zb, xl, c_prev + b * n.H + u0, c_next + b * n.H + u0,
                          h_nxt + b * n.P + u0, no_ln, static_cast<T*>(nullptr));
         if (save) scatter_gates(zb, nb, n.H, u0, nu, gp + (t * n.B + b) * n.G);  // time order

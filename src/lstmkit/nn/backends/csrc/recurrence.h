@@ -181,7 +181,8 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
   at::Tensor h_new = proj ? at::empty({n.B, n.P}, opts) : at::Tensor();
   const int64_t nt = thread_count(n.B, n.B * n.G * n.P);
   at::Tensor scratch = at::empty({nt, 4 * n.H}, opts);
-  const CellParams<T> p = cell_params<T>(kind, n.H, peep, ln);
+  CellParams<T> p = cell_params<T>(kind, n.H, peep, ln);
+  if (bias && !ln_cell) p.bias = bias->data_ptr<T>();  // added as the cell reads xproj
   const TimeMajor<T> x = time_major<T>(xproj), o = time_major<T>(out);
   const History<T> hs = history<T>(hist, reverse);
   const TimeMajor<T> saved_gates = save ? time_major<T>(sv.gates) : TimeMajor<T>{nullptr, 0, 0};
@@ -192,7 +193,6 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
   T* hn = proj ? h_new.data_ptr<T>() : nullptr;
   const T* whh = whh_t.data_ptr<T>();
   const T* whr = proj ? whr_t.data_ptr<T>() : nullptr;
-  const T* bp = bias ? bias->data_ptr<T>() : nullptr;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
@@ -220,14 +220,8 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
           lns.rstd_c = sv.rstd_c.data_ptr<T>() + s * n.B + b;
         }
         T* m_row = proj ? mp + b * n.H : hp + b * n.P;
-        const T* xr = x.row(t, b);
-        if (bp != nullptr) {  // the plain and peephole cells leave the scratch row unused
-#pragma omp simd
-          for (int64_t j = 0; j < n.G; ++j) scr[j] = xr[j] + bp[j];
-          xr = scr;
-        }
-        cell_forward_row(p, z + b * n.G, xr, c_prev + b * n.H, c_next + b * n.H, m_row, lns, scr,
-                         save ? saved_gates.row(t, b) : nullptr);
+        cell_forward_row(p, z + b * n.G, x.row(t, b), c_prev + b * n.H, c_next + b * n.H, m_row,
+                         lns, scr, save ? saved_gates.row(t, b) : nullptr);
         if (!proj) {
           std::memcpy(o.row(t, b), m_row, sizeof(T) * n.P);
           hs.put(t, b, m_row, n.P);

@@ -396,7 +396,7 @@ def test_pooled_buffers_holding_nan_are_written_before_they_are_read(
     kernel = request.getfixturevalue("unit_split" if split == "unit" else "two_threads")
     kernel.release_buffers()
     like = torch.empty(0, dtype=torch.float64)
-    size, held = 1 << 17, []  # 1 MiB of float64, the smallest buffer the pool keeps
+    size, held = 1 << 14, []  # 128 KiB of float64, the smallest buffer the pool keeps
     while size < 1 << 23:
         # a few of each size, all held at once (else the pool hands the same one back)
         held += [kernel.empty([size], like).fill_(float("nan")) for _ in range(4)]

@@ -90,7 +90,12 @@ inline LayerForward layer_forward(const LayerSpec& s, const std::optional<at::Te
   LayerForward r;
   at::Tensor xproj = input;
   if (s.project) {
-    const at::Tensor x_flat = input.reshape({T * B, input.size(2)});  // a copy if batch-first
+    // a batch-first input (a transposed view) is copied, into a pooled buffer
+    const at::Tensor x_flat = input.is_contiguous()
+                                  ? input.view({T * B, input.size(2)})
+                                  : pooled_empty(input.sizes(), input.options())
+                                        .copy_(input)
+                                        .view({T * B, input.size(2)});
     xproj = mm_fast(x_flat, input_weights(dirs).t()).view({T, B, -1});
   }
   const int64_t G = xproj.size(2) / s.directions, P = h0.size(2), H = c0.size(2);

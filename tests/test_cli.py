@@ -1,5 +1,6 @@
 """The command-line front end."""
 
+import pytest
 from typer.testing import CliRunner
 
 from lstmkit import __version__
@@ -38,3 +39,34 @@ def test_adding_rejects_bad_flags_with_a_message():
     result = runner.invoke(app, ["adding", "--hidden-size", "0"])
     assert result.exit_code != 0
     assert "hidden_size must be a positive integer, got 0" in result.output
+
+
+def test_keep_freed_memory_flag_sets_it_before_the_command(monkeypatch):
+    """--keep-freed-memory calls keep_freed_memory() (replaced here: the real one holds for the
+    whole test process), and says so when it cannot take effect."""
+    from lstmkit.training import memory
+
+    calls = []
+
+    def fake() -> str:
+        calls.append(True)
+        return "keeping freed memory needs glibc's malloc; this process runs on musl"
+
+    monkeypatch.setattr(memory, "keep_freed_memory", fake)
+    result = runner.invoke(
+        app, ["--keep-freed-memory", "adding", "--seq-len", "10", "--epochs", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert calls == [True]
+    assert "note: --keep-freed-memory has no effect: keeping freed memory needs glibc" in (
+        result.output
+    )
+    assert "model    test MSE" in result.output
+
+
+def test_without_the_flag_freed_memory_is_left_alone(monkeypatch):
+    from lstmkit.training import memory
+
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: pytest.fail("called"))
+    result = runner.invoke(app, ["adding", "--seq-len", "10", "--epochs", "1"])
+    assert result.exit_code == 0, result.output

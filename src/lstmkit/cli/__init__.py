@@ -40,8 +40,23 @@ def main_options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+    keep_freed_memory: Annotated[
+        bool,
+        typer.Option(
+            "--keep-freed-memory",
+            help="Keep memory the process frees for its later allocations (glibc's malloc): "
+            "CPU training steps stop page-faulting on fresh temporaries, at the cost of holding "
+            "the peak heap until exit.",
+        ),
+    ] = False,
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    if keep_freed_memory:
+        from lstmkit.training.memory import keep_freed_memory as keep
+
+        reason = keep()
+        if reason is not None:
+            console.print(f"note: --keep-freed-memory has no effect: {reason}")
 
 
 @app.command()

@@ -7,6 +7,7 @@ from lstmkit.training.config import (
     TrainConfig,
 )
 from lstmkit.training.early_stopping import Decision, EarlyStopping
+from lstmkit.training.memory import keep_freed_memory
 from lstmkit.training.trainer import (
     FitResult,
     StepOutput,
@@ -26,5 +27,6 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
+    "keep_freed_memory",
     "load_weights",
 ]

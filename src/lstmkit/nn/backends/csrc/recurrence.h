@@ -194,6 +194,11 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
   const T* whh = whh_t.data_ptr<T>();
   const T* whr = proj ? whr_t.data_ptr<T>() : nullptr;
 
+  // Without a projection or lengths, each step's h goes straight to its rows of the output,
+  // and the next step's product reads it there (every row's step s is at the same time t).
+  const bool direct = !proj && len == nullptr;
+  const auto time_of = [&](int64_t s) { return reverse ? n.T - 1 - s : s; };
+
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
@@ -202,7 +207,10 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
     for (int64_t s = 0; s < n.T; ++s) {
       const T* c_prev = cells + (save ? s : s % 2) * n.B * n.H;
       T* c_next = cells + (save ? s + 1 : (s + 1) % 2) * n.B * n.H;
-      gemm_blocks(rows, n.G, n.P, hp + r0 * n.P, n.P, whh, z + r0 * n.G, n.G);
+      if (direct && s > 0)
+        gemm_blocks(rows, n.G, n.P, o.row(time_of(s - 1), r0), o.sb, whh, z + r0 * n.G, n.G);
+      else
+        gemm_blocks(rows, n.G, n.P, hp + r0 * n.P, n.P, whh, z + r0 * n.G, n.G);
       for (int64_t b = r0; b < r1; ++b) {
         const int64_t lb = len ? len[b] : n.T;
         if (s >= lb) {  // padding: carry the state, output zero
@@ -219,11 +227,11 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
           lns.xhat_c = sv.xhat_c.data_ptr<T>() + (s * n.B + b) * n.H;
           lns.rstd_c = sv.rstd_c.data_ptr<T>() + s * n.B + b;
         }
-        T* m_row = proj ? mp + b * n.H : hp + b * n.P;
+        T* m_row = proj ? mp + b * n.H : direct ? o.row(t, b) : hp + b * n.P;
         cell_forward_row(p, z + b * n.G, x.row(t, b), c_prev + b * n.H, c_next + b * n.H, m_row,
                          lns, scr, save ? saved_gates.row(t, b) : nullptr);
         if (!proj) {
-          std::memcpy(o.row(t, b), m_row, sizeof(T) * n.P);
+          if (!direct) std::memcpy(o.row(t, b), m_row, sizeof(T) * n.P);
           hs.put(t, b, m_row, n.P);
         }
       }
@@ -240,6 +248,9 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
       }
     }
   }
+  if (direct)  // h_n: the last step's rows of the output
+    for (int64_t b = 0; b < n.B; ++b)
+      std::memcpy(hp + b * n.P, o.row(time_of(n.T - 1), b), sizeof(T) * n.P);
   const at::Tensor c_n =
       final_state(cells + (save ? n.T : n.T % 2) * n.B * n.H, c_out, {n.B, n.H}, opts);
   if (!save) return {h, c_n};

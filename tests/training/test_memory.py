@@ -12,7 +12,8 @@ import pytest
 from lstmkit.training import memory
 
 # In a fresh process (the setting is process-wide): the page faults of allocating, touching and
-# freeing an 8 MiB tensor ten times, before and after keep_freed_memory().
+# freeing a 64 MiB tensor ten times, before and after keep_freed_memory(). (64 MiB: glibc raises
+# its mmap threshold by itself as blocks are freed, but never above 32 MiB.)
 CHILD = """
 import json, resource, torch
 from lstmkit.training.memory import keep_freed_memory
@@ -20,7 +21,7 @@ from lstmkit.training.memory import keep_freed_memory
 def faults():
     start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(10):
-        torch.ones(1 << 21)  # 8 MiB, above any mmap threshold glibc picks by itself
+        torch.ones(1 << 24)  # 64 MiB
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
 
 before = faults()
@@ -37,9 +38,10 @@ def test_freed_blocks_stop_faulting():
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["reason"] is None
-    # each 8 MiB block mapped afresh: up to 2048 faults (4,075-6,124 for ten, here)
-    assert result["before"] >= 2000, result
-    assert result["after"] <= 50, result  # (0 here)
+    # each block mapped afresh: 16,384 faults of 4 KiB pages (163,896 for ten here), or 32 of
+    # 2 MiB ones where transparent huge pages always back large blocks
+    assert result["before"] >= 300, result
+    assert result["after"] * 10 <= result["before"], result  # (0 here)
 
 
 def test_another_c_library_is_named_in_the_reason(monkeypatch):

@@ -58,6 +58,12 @@ std::vector<at::Tensor> backward_direction(
     backward_columns<T>(n, go, dx, whh, peep, len, reverse, kind, with_bias, gates_t, cells_t, dh,
                         dc, acc, db_acc, ncol);
   } else {
+  // Without a projection, the layer-norm cell or lengths (every row's step s at the same time
+  // t), the cell reads the output's gradient as it reads dh', and dh' = dz W_hh multiplies the
+  // rows of dz where the cell wrote them: no pass over each row summing the two first, no copy
+  // of dz for the product.
+  const bool direct = !proj && !ln_cell && len == nullptr;
+  const auto time_of = [&](int64_t s) { return reverse ? n.T - 1 - s : s; };
   at::Tensor dh_next = at::empty({n.B, n.P}, opts);
   at::Tensor dh_tot = at::empty({n.B, n.P}, opts);
   at::Tensor dm = proj ? at::empty({n.B, n.H}, opts) : dh_tot;
@@ -77,7 +83,7 @@ std::vector<at::Tensor> backward_direction(
     T* dap = da.data_ptr<T>();
     T* dcp = dc.data_ptr<T>();
     for (int64_t s = n.T - 1; s >= 0; --s) {
-      for (int64_t b = r0; b < r1; ++b) {
+      for (int64_t b = r0; b < r1 && !direct; ++b) {
         const int64_t lb = len ? len[b] : n.T;
         if (s >= lb) {  // padding: zero gradients, dh and dc pass through
           std::memset(dx.row(s, b), 0, sizeof(T) * n.G);
@@ -103,9 +109,15 @@ std::vector<at::Tensor> backward_direction(
           lns.rstd_c = saved[5].data_ptr<T>() + s * n.B + b;
         }
         T* m_out = proj ? m_hist.data_ptr<T>() + (t * n.B + b) * n.H : nullptr;
-        cell_backward_row(p, gv.row(t, b), cells + (s * n.B + b) * n.H,
-                          cells + ((s + 1) * n.B + b) * n.H, dmp + b * n.H, dcp + b * n.H,
-                          dx.row(t, b), dap + b * n.G, lns, g_acc, m_out, scr);
+        if (direct)  // dm = dh' + the output's gradient, summed in the cell; da is dz
+          cell_backward_row(p, gv.row(t, b), cells + (s * n.B + b) * n.H,
+                            cells + ((s + 1) * n.B + b) * n.H, dh_cur + b * n.P, dcp + b * n.H,
+                            dx.row(t, b), dx.row(t, b), lns, g_acc, m_out, scr,
+                            go ? go->row(t, b) : nullptr);
+        else
+          cell_backward_row(p, gv.row(t, b), cells + (s * n.B + b) * n.H,
+                            cells + ((s + 1) * n.B + b) * n.H, dmp + b * n.H, dcp + b * n.H,
+                            dx.row(t, b), dap + b * n.G, lns, g_acc, m_out, scr);
         if (with_bias) {  // the step's biases: dz, as written to dx (plain and peephole cells)
           double* db = db_acc.data_ptr<double>() + tid * n.G;
           const T* dz = dx.row(t, b);
@@ -115,7 +127,11 @@ std::vector<at::Tensor> backward_direction(
         if (ln_cell)
           std::memcpy(da_hist.data_ptr<T>() + (t * n.B + b) * n.G, dap + b * n.G, sizeof(T) * n.G);
       }
-      gemm(rows, n.P, n.G, dap + r0 * n.G, n.G, whh.data_ptr<T>(), n.P, dh_nxt + r0 * n.P, n.P);
+      if (direct)  // dh' = dz W_hh over this step's rows of dz, where the cell wrote them
+        gemm(rows, n.P, n.G, dx.row(time_of(s), r0), dx.sb, whh.data_ptr<T>(), n.P,
+             dh_nxt + r0 * n.P, n.P);
+      else
+        gemm(rows, n.P, n.G, dap + r0 * n.G, n.G, whh.data_ptr<T>(), n.P, dh_nxt + r0 * n.P, n.P);
       for (int64_t b = r0; b < r1; ++b) {
         const int64_t lb = len ? len[b] : n.T;
         if (s >= lb) std::memcpy(dh_nxt + b * n.P, dh_cur + b * n.P, sizeof(T) * n.P);

@@ -270,16 +270,19 @@ struct CellGrads {
   T* ln_c_b = nullptr;  // (H,)
 };
 
-// Backward of one row. Given the saved gates (4H; 3H for CIFG), c' and c, dm (H) and the carried
-// dc (H, updated in place to dc'), writes dz (the gates' width, the input projection's gradient)
-// and da (the same width, the gradient of W_hh h'; the same as dz except in the layer-norm
-// cell), and returns m in `m_out` if not null.
-template <typename T>
-inline void cell_backward_row(const CellParams<T>& p, const T* gates, const T* c_prev,
-                              const T* c, const T* dm, T* dc, T* dz, T* da,
-                              const LNSaved<T>& ln, const CellGrads<T>& g_acc, T* m_out,
-                              T* scratch) {
+// cell_backward_row, with dm + dm_add for dm where kAdd.
+template <typename T, bool kAdd>
+inline void cell_backward_impl(const CellParams<T>& p, const T* gates, const T* c_prev,
+                               const T* c, const T* dm_in, const T* dm_add, T* dc, T* dz, T* da,
+                               const LNSaved<T>& ln, const CellGrads<T>& g_acc, T* m_out,
+                               T* scratch) {
   const int64_t H = p.H;
+  // (an indexable dm whose element j is dm_in[j] + dm_add[j] where kAdd)
+  struct Sum {
+    const T* a;
+    const T* b;
+    T operator[](int64_t j) const { return kAdd ? a[j] + b[j] : a[j]; }
+  } const dm{dm_in, dm_add};
   const T* gi = gates;
   const T* gf = gates + H;
   const T* gg = gates + 2 * H;
@@ -368,6 +371,25 @@ inline void cell_backward_row(const CellParams<T>& p, const T* gates, const T* c
     }
   }
   if (da != dz) std::memcpy(da, dz, sizeof(T) * gate_blocks(p.kind) * H);
+}
+
+// Backward of one row. Given the saved gates (4H; 3H for CIFG), c' and c, dm (H) and the carried
+// dc (H, updated in place to dc'), writes dz (the gates' width, the input projection's gradient)
+// and da (the same width, the gradient of W_hh h'; the same as dz except in the layer-norm
+// cell), and returns m in `m_out` if not null. With `dm_add` (H), the cell's dm is
+// dm + dm_add, summed as each element is read (the output's gradient added to the carried dh,
+// without a pass of their own over the row first).
+template <typename T>
+inline void cell_backward_row(const CellParams<T>& p, const T* gates, const T* c_prev,
+                              const T* c, const T* dm, T* dc, T* dz, T* da,
+                              const LNSaved<T>& ln, const CellGrads<T>& g_acc, T* m_out,
+                              T* scratch, const T* dm_add = nullptr) {
+  if (dm_add != nullptr)
+    cell_backward_impl<T, true>(p, gates, c_prev, c, dm, dm_add, dc, dz, da, ln, g_acc, m_out,
+                                scratch);
+  else
+    cell_backward_impl<T, false>(p, gates, c_prev, c, dm, dm_add, dc, dz, da, ln, g_acc, m_out,
+                                 scratch);
 }
 
 }  // namespace lstmkit

@@ -181,8 +181,10 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
   at::Tensor h_new = proj ? at::empty({n.B, n.P}, opts) : at::Tensor();
   const int64_t nt = thread_count(n.B, n.B * n.G * n.P);
   at::Tensor scratch = at::empty({nt, 4 * n.H}, opts);
+  TORCH_CHECK(!(bias && ln_cell), "forward: the layer-norm cell takes its biases in xproj (after "
+              "its norm), not in the step");
   CellParams<T> p = cell_params<T>(kind, n.H, peep, ln);
-  if (bias && !ln_cell) p.bias = bias->data_ptr<T>();  // added as the cell reads xproj
+  if (bias) p.bias = bias->data_ptr<T>();  // added as the cell reads xproj
   const TimeMajor<T> x = time_major<T>(xproj), o = time_major<T>(out);
   const History<T> hs = history<T>(hist, reverse);
   const TimeMajor<T> saved_gates = save ? time_major<T>(sv.gates) : TimeMajor<T>{nullptr, 0, 0};
@@ -196,7 +198,7 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
 
   // Without a projection or lengths, each step's h goes straight to its rows of the output,
   // and the next step's product reads it there (every row's step s is at the same time t).
-  const bool direct = !proj && len == nullptr;
+  const bool direct = !proj && len == nullptr && n.T > 0;
   const auto time_of = [&](int64_t s) { return reverse ? n.T - 1 - s : s; };
 
 #pragma omp parallel num_threads(nt) if (nt > 1)

@@ -609,6 +609,29 @@ def test_the_kernels_entry_refuses_a_state_of_the_wrong_size_or_dtype(two_thread
             two_threads.forward(x, h0, c0, w_hh, None, None, None, [], None, False, 0, False, out)
 
 
+def test_the_kernels_entry_with_no_steps_returns_the_initial_state(two_threads):
+    """Zero steps: the final state is the initial one (the row split writes each step's h into
+    the output and reads h_n back from its last step, of which there is none here)."""
+    h0, c0 = torch.randn(3, 4), torch.randn(3, 4)
+    x, w_hh, out = torch.randn(0, 3, 16), torch.randn(16, 4), torch.empty(0, 3, 4)
+    h_n, c_n = two_threads.forward(
+        x, h0, c0, w_hh, None, None, None, [], None, False, 0, False, out
+    )
+    assert torch.equal(h_n, h0) and torch.equal(c_n, c0)
+
+
+def test_the_kernels_entry_refuses_biases_in_the_step_for_the_layer_norm_cell(two_threads):
+    """The layer-norm cell's biases follow its norm, in the projection: the step refuses them
+    rather than dropping them."""
+    h0, c0 = torch.zeros(3, 4), torch.zeros(3, 4)
+    x, w_hh, out = torch.randn(5, 3, 16), torch.randn(16, 4), torch.empty(5, 3, 4)
+    norms = [torch.ones(16), torch.zeros(16), torch.ones(4), torch.zeros(4)]
+    with pytest.raises(RuntimeError, match="layer-norm cell takes its biases in xproj"):
+        two_threads.forward(
+            x, h0, c0, w_hh, None, None, torch.zeros(16), norms, None, False, 2, False, out
+        )
+
+
 @pytest.mark.parametrize("cell", ["lstm", "peephole"])
 def test_parametrized_weights_run_as_in_the_reference(kernel, cell):
     """A weight under ``torch.nn.utils.parametrize`` (an orthogonal W_hh, a weight-normed W_ih

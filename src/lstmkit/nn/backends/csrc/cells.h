@@ -112,6 +112,12 @@ struct CellParams {
   const T* ln_c_b = nullptr;   // (H,)
   const T* bias = nullptr;     // (G,) b_ih + b_hh, added to x by the plain, peephole and CIFG
                                // cells (the layer-norm cell's x holds its biases)
+  // Strides between the gate blocks of x and of the gates (which the forward cell writes and
+  // the backward one reads), where they lie in a wider row (0: H, blocks side by side): the
+  // unit split's threads read and write their units of the global rows in place (plain,
+  // peephole and CIFG cells).
+  int64_t x_stride = 0;
+  int64_t gates_stride = 0;
   T eps = T(1e-5);
 };
 
@@ -168,16 +174,20 @@ template <typename T, bool kBias>
 inline void cell_forward_gates(const CellParams<T>& p, const T* z, const T* x, const T* c_prev,
                                T* c, T* m, T* gates) {
   const int64_t H = p.H;
+  const int64_t xs = p.x_stride ? p.x_stride : H, gs = p.gates_stride ? p.gates_stride : H;
   const T* b = p.bias;
-  const auto in = [x, b](int64_t k) { return kBias ? x[k] + b[k] : x[k]; };
+  // gate block q's unit j of the input projection (plus its bias)
+  const auto in = [x, b, xs, H](int64_t q, int64_t j) {
+    return kBias ? x[q * xs + j] + b[q * H + j] : x[q * xs + j];
+  };
   const T* zi = z;
   const T* zf = z + H;
   const T* zg = z + 2 * H;
   const T* zo = z + 3 * H;
   T* oi = gates;
-  T* of = gates + H;
-  T* og = gates + 2 * H;
-  T* oo = gates + 3 * H;
+  T* of = gates + gs;
+  T* og = gates + 2 * gs;
+  T* oo = gates + 3 * gs;
   // Each cell in two loops: the gates that c needs and c, then the output gate and m (which
   // reads c back). One loop with all five activations kept more values live than the registers
   // hold: the plain cell's 32 rows of 128 units took 5.4-5.7 µs in one loop, 4.2-4.45 µs in
@@ -191,9 +201,9 @@ inline void cell_forward_gates(const CellParams<T>& p, const T* z, const T* x, c
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const T cp = c_prev[j];
-      const T i = sigmoid(zi[j] + in(j) + pi[j] * cp);
-      const T f = sigmoid(zf[j] + in(H + j) + pf[j] * cp);
-      const T g = tanh_approx(zg[j] + in(2 * H + j));
+      const T i = sigmoid(zi[j] + in(0, j) + pi[j] * cp);
+      const T f = sigmoid(zf[j] + in(1, j) + pf[j] * cp);
+      const T g = tanh_approx(zg[j] + in(2, j));
       oi[j] = i;
       of[j] = f;
       og[j] = g;
@@ -202,31 +212,31 @@ inline void cell_forward_gates(const CellParams<T>& p, const T* z, const T* x, c
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const T cn = c[j];
-      const T o = sigmoid(zo[j] + in(3 * H + j) + po[j] * cn);
+      const T o = sigmoid(zo[j] + in(3, j) + po[j] * cn);
       oo[j] = o;
       m[j] = o * tanh_approx(cn);
     }
   } else if (p.kind == kCIFG) {  // blocks [f g o]
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
-      const T f = sigmoid(z[j] + in(j));
-      const T g = tanh_approx(z[H + j] + in(H + j));
+      const T f = sigmoid(z[j] + in(0, j));
+      const T g = tanh_approx(z[H + j] + in(1, j));
       gates[j] = f;
-      gates[H + j] = g;
+      gates[gs + j] = g;
       c[j] = f * c_prev[j] + (T(1) - f) * g;
     }
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
-      const T o = sigmoid(z[2 * H + j] + in(2 * H + j));
-      gates[2 * H + j] = o;
+      const T o = sigmoid(z[2 * H + j] + in(2, j));
+      gates[2 * gs + j] = o;
       m[j] = o * tanh_approx(c[j]);
     }
   } else {
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
-      const T i = sigmoid(zi[j] + in(j));
-      const T f = sigmoid(zf[j] + in(H + j));
-      const T g = tanh_approx(zg[j] + in(2 * H + j));
+      const T i = sigmoid(zi[j] + in(0, j));
+      const T f = sigmoid(zf[j] + in(1, j));
+      const T g = tanh_approx(zg[j] + in(2, j));
       oi[j] = i;
       of[j] = f;
       og[j] = g;
@@ -234,7 +244,7 @@ inline void cell_forward_gates(const CellParams<T>& p, const T* z, const T* x, c
     }
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
-      const T o = sigmoid(zo[j] + in(3 * H + j));
+      const T o = sigmoid(zo[j] + in(3, j));
       oo[j] = o;
       m[j] = o * tanh_approx(c[j]);
     }
@@ -277,6 +287,7 @@ inline void cell_backward_impl(const CellParams<T>& p, const T* gates, const T* 
                                const LNSaved<T>& ln, const CellGrads<T>& g_acc, T* m_out,
                                T* scratch) {
   const int64_t H = p.H;
+  const int64_t gs = p.gates_stride ? p.gates_stride : H;
   // (an indexable dm whose element j is dm_in[j] + dm_add[j] where kAdd)
   struct Sum {
     const T* a;
@@ -284,9 +295,9 @@ inline void cell_backward_impl(const CellParams<T>& p, const T* gates, const T* 
     T operator[](int64_t j) const { return kAdd ? a[j] + b[j] : a[j]; }
   } const dm{dm_in, dm_add};
   const T* gi = gates;
-  const T* gf = gates + H;
-  const T* gg = gates + 2 * H;
-  const T* go = gates + 3 * H;
+  const T* gf = gates + gs;
+  const T* gg = gates + 2 * gs;
+  const T* go = gates + 3 * gs;
   if (p.kind == kLayerNorm) {
     T* dchat = scratch;  // (H,) gradient of LN_c(c), then of c through the norm
     T* dcn = scratch + H;
@@ -347,7 +358,7 @@ inline void cell_backward_impl(const CellParams<T>& p, const T* gates, const T* 
   } else if (p.kind == kCIFG) {  // blocks [f g o]; i = 1 - f
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
-      const T f = gates[j], g = gates[H + j], o = gates[2 * H + j];
+      const T f = gates[j], g = gates[gs + j], o = gates[2 * gs + j];
       const T tc = tanh_approx(c[j]);
       if (m_out != nullptr) m_out[j] = o * tc;
       const T d = dc[j] + dm[j] * o * (T(1) - tc * tc);

@@ -126,7 +126,7 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
   load_state(c0, cells.data_ptr<T>(), n.B * n.H);
   at::Tensor hbuf = at::empty({2, n.B, n.P}, opts);
   load_state(h0, hbuf.data_ptr<T>(), n.B * n.P);
-  at::Tensor scratch = at::empty({nt, n.B * n.G + n.G}, opts);  // per thread: z (B, nb nu), x
+  at::Tensor scratch = at::empty({nt, n.B * n.G}, opts);  // per thread: z (B, nb nu)
   const TimeMajor<T> x = time_major<T>(xproj), o = time_major<T>(out);
   const History<T> hs = history<T>(hist, reverse);
   T* cp = cells.data_ptr<T>();
@@ -149,9 +149,10 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
     T* bl = bias ? packed.data_ptr<T>() + n.G * n.P + 3 * n.H + nb * u0 : nullptr;
     if (bl != nullptr) gather_gates(bias->data_ptr<T>(), nb, n.H, u0, nu, bl);
     CellParams<T> p = unit_params<T>(kind, nu, pp);
-    p.bias = bl;  // added as the cell reads the gathered projection
-    T* z = scratch.data_ptr<T>() + tid * (n.B * n.G + n.G);
-    T* xl = z + n.B * G;
+    p.bias = bl;         // added as the cell reads the projection
+    p.x_stride = n.H;    // which it reads in place, its units of each gate block,
+    if (save) p.gates_stride = n.H;  // and the gates it saves, written in place likewise
+    T* z = scratch.data_ptr<T>() + tid * n.B * n.G;
     const LNSaved<T> no_ln;
     for (int64_t s = 0; s < n.T; ++s) {
       const T* h_cur = hb + (s % 2) * n.B * n.P;
@@ -174,10 +175,9 @@ std::vector<at::Tensor> forward_columns(const at::Tensor& xproj, const at::Tenso
         }
         const int64_t t = reverse ? lb - 1 - s : s;
         T* zb = z + b * G;
-        gather_gates(x.row(t, b), nb, n.H, u0, nu, xl);
-        cell_forward_row(p, zb, xl, c_prev + b * n.H + u0, c_next + b * n.H + u0,
-                         h_nxt + b * n.P + u0, no_ln, static_cast<T*>(nullptr));
-        if (save) scatter_gates(zb, nb, n.H, u0, nu, gp + (t * n.B + b) * n.G);  // time order
+        T* gates_row = save ? gp + (t * n.B + b) * n.G + u0 : zb;  // time order
+        cell_forward_row(p, zb, x.row(t, b) + u0, c_prev + b * n.H + u0, c_next + b * n.H + u0,
+                         h_nxt + b * n.P + u0, no_ln, static_cast<T*>(nullptr), gates_row);
         std::memcpy(o.row(t, b) + u0, h_nxt + b * n.P + u0, sizeof(T) * nu);
         hs.put(t, b, h_nxt + b * n.P + u0, nu, u0);
       }
@@ -220,11 +220,11 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
   //                           reads parity 0, which holds dh (the gradient of h_n) as thread
   //                           0's partial, the rest zero
   //   sums     (nt, 3H)       peephole gradients, local layout (3 nu), zero
-  //   scratch  (nt, per)      per thread: gates (nb nu), dm (nu), the carried dh' of padded
-  //                           rows (B, nu), dz (B, nb nu)
+  //   scratch  (nt, per)      per thread: dm (nu), the carried dh' of padded rows (B, nu),
+  //                           dz (B, nb nu)
   //   peeps    (3H)           every thread's own peepholes
   //   rows     (G P)          every thread's own rows of W_hh, in two blocks (below)
-  const int64_t per_thread = n.G + n.H + n.B * n.H + n.B * n.G;
+  const int64_t per_thread = n.H + n.B * n.H + n.B * n.G;
   const int64_t zeroed = 2 * nt * BP + nt * 3 * n.H;
   at::Tensor work = pooled_empty({zeroed + nt * per_thread + 3 * n.H + n.G * n.P}, opts);
   T* part = work.data_ptr<T>();
@@ -248,8 +248,7 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
     int sense = 0;
     const auto [u0, u1] = unit_block(n.H, tid, nth);
     const int64_t nu = u1 - u0;
-    T* gl = scratch + tid * per_thread;  // gates (nb nu)
-    T* dm = gl + n.G;                     // (nu)
+    T* dm = scratch + tid * per_thread;  // (nu)
     T* carry = dm + n.H;                  // (B, nu)
     T* dz = carry + n.B * n.H;            // (B, nb nu)
     T* a = sums + tid * 3 * n.H;
@@ -270,7 +269,8 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
       }
     T* own_peep = peeps + 3 * u0;
     pack_peepholes(has_peep ? peep->data_ptr<T>() : nullptr, n.H, u0, nu, own_peep);
-    const CellParams<T> p = unit_params<T>(kind, nu, own_peep);
+    CellParams<T> p = unit_params<T>(kind, nu, own_peep);
+    p.gates_stride = n.H;  // the cell reads its units of the saved gates in place
     double* a_bias = with_bias ? local_db.data_ptr<double>() + tid * n.G : nullptr;
     CellGrads<T> g_acc;
     g_acc.peep = a;
@@ -302,15 +302,11 @@ void backward_columns(const Shapes& n, const std::optional<TimeMajor<T>>& go,
           continue;
         }
         const int64_t t = reverse ? lb - 1 - s : s;
-        if (go) {
-          const T* g = go->row(t, b) + u0;
-#pragma omp simd
-          for (int64_t j = 0; j < nu; ++j) dm[j] += g[j];
-        }
-        gather_gates(gv.row(t, b), nb, n.H, u0, nu, gl);
-        cell_backward_row(p, gl, cells + (s * n.B + b) * n.H + u0,
+        // (the output's gradient added to dh' as the cell reads them)
+        cell_backward_row(p, gv.row(t, b) + u0, cells + (s * n.B + b) * n.H + u0,
                           cells + ((s + 1) * n.B + b) * n.H + u0, dm, dcp + b * n.H + u0, dzb,
-                          dzb, no_ln, g_acc, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+                          dzb, no_ln, g_acc, static_cast<T*>(nullptr), static_cast<T*>(nullptr),
+                          go ? go->row(t, b) + u0 : nullptr);
         scatter_gates(dzb, nb, n.H, u0, nu, dx.row(t, b));
         if (with_bias) {
 #pragma omp simd

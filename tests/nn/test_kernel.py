@@ -620,6 +620,16 @@ def test_the_kernels_entry_with_no_steps_returns_the_initial_state(two_threads):
     assert torch.equal(h_n, h0) and torch.equal(c_n, c0)
 
 
+def test_the_layer_entry_refuses_an_input_without_steps(kernel):
+    """The layer node (which writes h0 into the first step of the weight gradients' operand)
+    names an input with no steps instead of writing past it; the Python layer refuses one
+    before it gets there."""
+    params = [torch.randn(16, 3, requires_grad=True), torch.randn(16, 4, requires_grad=True)]
+    h0, c0 = torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)
+    with pytest.raises(RuntimeError, match=r"at least one step, got shape \[0, 2, 3\]"):
+        load_kernel().layer(0, 1, False, False, True, None, torch.randn(0, 2, 3), h0, c0, params)
+
+
 def test_the_kernels_entry_refuses_biases_in_the_step_for_the_layer_norm_cell(two_threads):
     """The layer-norm cell's biases follow its norm, in the projection: the step refuses them
     rather than dropping them."""

@@ -336,6 +336,9 @@ inline std::vector<at::Tensor> layer(int64_t kind, int64_t directions, bool proj
                                      const std::optional<at::Tensor>& lengths,
                                      const at::Tensor& input, const at::Tensor& h0,
                                      const at::Tensor& c0, const std::vector<at::Tensor>& params) {
+  TORCH_CHECK(input.dim() == 3 && input.size(0) > 0,
+              "layer: the input must be (T, B, features) with at least one step, got shape ",
+              input.sizes());
   bool needs_grad = false;
   if (at::GradMode::is_enabled()) {
     needs_grad = input.requires_grad() || h0.requires_grad() || c0.requires_grad();

@@ -103,6 +103,11 @@ def main(argv: list[str] | None = None) -> None:
         layer, keep = args.child[0], args.child[1] == "keep"
         print(json.dumps(child(layer, keep, args.steps, args.threads)))
         return
+    from lstmkit.training.memory import keep_freed_memory_unavailable
+
+    reason = keep_freed_memory_unavailable()
+    if reason is not None:
+        sys.exit(f"cannot compare: {reason}")
     runs: dict[tuple[str, bool], list[dict]] = {case: [] for case in CASES}
     for n in range(args.rounds):
         for layer, keep in CASES if n % 2 == 0 else CASES[::-1]:

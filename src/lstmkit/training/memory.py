@@ -32,16 +32,25 @@ M_MMAP_MAX = -4
 NEVER_TRIM = 2**31 - 1  # the largest value mallopt takes (an int)
 
 
+def keep_freed_memory_unavailable() -> str | None:
+    """Why ``keep_freed_memory`` cannot act in this process (its C library is not glibc), or
+    None."""
+    libc = platform.libc_ver()[0]
+    if libc == "glibc":
+        return None
+    return (
+        "keeping freed memory needs glibc's malloc; this process runs on "
+        f"{libc or 'another C library'} (an allocator that keeps memory, such as jemalloc, "
+        "does the same)"
+    )
+
+
 def keep_freed_memory() -> str | None:
     """Keep memory this process frees for its later allocations (glibc only; see the module's
     docstring). Returns None once set, or why it could not be."""
-    libc = platform.libc_ver()[0]
-    if libc != "glibc":
-        return (
-            "keeping freed memory needs glibc's malloc; this process runs on "
-            f"{libc or 'another C library'} (an allocator that keeps memory, such as jemalloc, "
-            "does the same)"
-        )
+    reason = keep_freed_memory_unavailable()
+    if reason is not None:
+        return reason
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int

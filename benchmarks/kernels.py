@@ -43,6 +43,7 @@ from report import interleaved
 
 from lstmkit.nn import LSTM
 from lstmkit.nn.backends.kernel import kernel_unavailable, load_kernel
+from lstmkit.training.memory import keep_freed_memory_unavailable
 
 SHAPES = [(64, 100, 32, 128), (1, 100, 32, 128), (256, 200, 64, 256)]
 # glibc malloc that never hands memory back to the OS (read at process start)
@@ -162,7 +163,7 @@ def no_faults_child(shape: list[int], reps: int) -> None:
 def without_page_faults(shape, reps: int, threads: int) -> dict | None:
     """``no_faults_child``'s result for ``shape``, or None where the C library is not glibc
     (whose tunables it sets)."""
-    if platform.libc_ver()[0] != "glibc":
+    if keep_freed_memory_unavailable() is not None:
         return None
     cmd = [sys.executable, __file__, "--threads", str(threads), "--reps", str(reps)]
     cmd += ["--no-faults-child", *(str(v) for v in shape)]

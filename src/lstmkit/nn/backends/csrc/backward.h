@@ -63,7 +63,6 @@ std::vector<at::Tensor> backward_direction(
   // rows of dz where the cell wrote them: no pass over each row summing the two first, no copy
   // of dz for the product.
   const bool direct = !proj && !ln_cell && len == nullptr;
-  const auto time_of = [&](int64_t s) { return reverse ? n.T - 1 - s : s; };
   at::Tensor dh_next = at::empty({n.B, n.P}, opts);
   at::Tensor dh_tot = at::empty({n.B, n.P}, opts);
   at::Tensor dm = proj ? at::empty({n.B, n.H}, opts) : dh_tot;
@@ -128,8 +127,8 @@ std::vector<at::Tensor> backward_direction(
           std::memcpy(da_hist.data_ptr<T>() + (t * n.B + b) * n.G, dap + b * n.G, sizeof(T) * n.G);
       }
       if (direct)  // dh' = dz W_hh over this step's rows of dz, where the cell wrote them
-        gemm(rows, n.P, n.G, dx.row(time_of(s), r0), dx.sb, whh.data_ptr<T>(), n.P,
-             dh_nxt + r0 * n.P, n.P);
+        gemm(rows, n.P, n.G, dx.row(time_of_step(s, n.T, reverse), r0), dx.sb,
+             whh.data_ptr<T>(), n.P, dh_nxt + r0 * n.P, n.P);
       else
         gemm(rows, n.P, n.G, dap + r0 * n.G, n.G, whh.data_ptr<T>(), n.P, dh_nxt + r0 * n.P, n.P);
       for (int64_t b = r0; b < r1; ++b) {

@@ -34,6 +34,12 @@ struct Shapes {
   int64_t T, B, H, G, P;
 };
 
+// The time of step s where every row runs all T steps (no lengths): s going forward, T - 1 - s
+// going backward.
+inline int64_t time_of_step(int64_t s, int64_t T, bool reverse) {
+  return reverse ? T - 1 - s : s;
+}
+
 // Per-step views into the time-major tensors of one direction (last dim contiguous).
 template <typename T>
 struct TimeMajor {
@@ -199,7 +205,6 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
   // Without a projection or lengths, each step's h goes straight to its rows of the output,
   // and the next step's product reads it there (every row's step s is at the same time t).
   const bool direct = !proj && len == nullptr && n.T > 0;
-  const auto time_of = [&](int64_t s) { return reverse ? n.T - 1 - s : s; };
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
@@ -210,7 +215,8 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
       const T* c_prev = cells + (save ? s : s % 2) * n.B * n.H;
       T* c_next = cells + (save ? s + 1 : (s + 1) % 2) * n.B * n.H;
       if (direct && s > 0)
-        gemm_blocks(rows, n.G, n.P, o.row(time_of(s - 1), r0), o.sb, whh, z + r0 * n.G, n.G);
+        gemm_blocks(rows, n.G, n.P, o.row(time_of_step(s - 1, n.T, reverse), r0), o.sb, whh,
+                    z + r0 * n.G, n.G);
       else
         gemm_blocks(rows, n.G, n.P, hp + r0 * n.P, n.P, whh, z + r0 * n.G, n.G);
       for (int64_t b = r0; b < r1; ++b) {
@@ -252,7 +258,8 @@ std::vector<at::Tensor> forward_direction(const at::Tensor& xproj, const at::Ten
   }
   if (direct)  // h_n: the last step's rows of the output
     for (int64_t b = 0; b < n.B; ++b)
-      std::memcpy(hp + b * n.P, o.row(time_of(n.T - 1), b), sizeof(T) * n.P);
+      std::memcpy(hp + b * n.P, o.row(time_of_step(n.T - 1, n.T, reverse), b),
+                  sizeof(T) * n.P);
   const at::Tensor c_n =
       final_state(cells + (save ? n.T : n.T % 2) * n.B * n.H, c_out, {n.B, n.H}, opts);
   if (!save) return {h, c_n};
